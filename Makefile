@@ -1,0 +1,83 @@
+# shipbook — release runbooks. `make` lists the targets. The Makefile builds .venv by itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+ENV ?= sandbox
+SB := $(PY) -m shipbook
+VERSION_ARGS = $(VERSION) --env $(ENV) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume $(RESUME))
+PHASES := precheck backup deploy verify rollback report
+
+.PHONY: help release $(PHASES) incident postmortem runs audit lab test lint clean sandbox sandbox-down rehearse
+
+help: ## list the targets
+	@echo "shipbook — release runbooks (ENV=$(ENV))"
+	@echo "  make release VERSION=v1.0.0 [ENV=sandbox] [DRY_RUN=1] [RESUME=RUN_ID]  run the release, gate by gate"
+	@echo "  make precheck|backup|deploy|verify|rollback|report VERSION=…  run one phase (a new run)"
+	@echo "  make rehearse VERSION=v1.0.0 SCENARIO=name   a release against the sandbox with a fault injected"
+	@echo "  make incident [TITLE=…]                      open an incident notebook"
+	@echo "  make postmortem INCIDENT=id                  write the postmortem of an incident"
+	@echo "  make runs                                    list runs (env, version, status, started, operator, duration)"
+	@echo "  make audit                                   verify the audit trail (hash chain and files)"
+	@echo "  make lab                                     JupyterLab on notebooks/ with the library importable"
+	@echo "  make sandbox | sandbox-down                  start / stop the local twin of production"
+	@echo "  make test                                    run the test suite"
+	@echo "  make lint                                    ruff + bandit on shipbook itself"
+	@echo "  make clean                                   remove .venv, caches and the sandbox state (keeps runs/)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing shipbook and its dependencies into $(VENV) …"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[sandbox,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+need-version = $(if $(VERSION),,$(error VERSION is required, e.g. make $@ VERSION=v1.0.0))
+
+release: $(STAMP)
+	$(need-version)
+	@$(SB) release $(VERSION_ARGS)
+
+$(PHASES): $(STAMP)
+	$(need-version)
+	@$(SB) $@ $(VERSION_ARGS)
+
+rehearse: $(STAMP)
+	$(need-version)
+	@$(SB) sandbox reset --scenario $(or $(SCENARIO),healthy)
+	@$(SB) release $(VERSION) --env sandbox
+
+incident: $(STAMP)
+	@$(SB) incident --env $(ENV) $(if $(TITLE),--title "$(TITLE)")
+
+postmortem: $(STAMP)
+	$(if $(INCIDENT),,$(error INCIDENT is required, e.g. make postmortem INCIDENT=<id>))
+	@$(SB) postmortem $(INCIDENT) --env $(ENV)
+
+runs: $(STAMP)
+	@$(SB) runs
+
+audit: $(STAMP)
+	@$(SB) audit
+
+lab: $(STAMP)
+	@$(SB) lab --env $(ENV)
+
+sandbox: $(STAMP)
+	@$(SB) sandbox up $(if $(SCENARIO),--scenario $(SCENARIO))
+
+sandbox-down: $(STAMP)
+	@$(SB) sandbox down
+
+test: $(STAMP)
+	@$(VENV)/bin/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check lib tests bench
+	@$(VENV)/bin/bandit -q -c pyproject.toml -r lib
+
+clean:
+	-@[ -x $(PY) ] && $(SB) sandbox down >/dev/null 2>&1 || true
+	rm -rf $(VENV) .pytest_cache .ruff_cache .sandbox build lib/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,68 @@
+"""The only place boto3 clients are built. One session per process; ClientError translated here.
+
+Endpoints come from the environment (`aws.endpoint_url`); the release code cannot tell the
+sandbox from AWS except through them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import boto3
+import botocore.config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shipbook.config import SANDBOX_ACCOUNT, Environment
+from shipbook.errors import AwsError, ConfigError
+
+log = logging.getLogger(__name__)
+
+_CLIENT_CONFIG = botocore.config.Config(retries={"max_attempts": 4, "mode": "standard"},
+                                        connect_timeout=5, read_timeout=30)
+
+
+@functools.lru_cache(maxsize=8)
+def _session(profile: str, region: str) -> boto3.Session:
+    return boto3.Session(profile_name=profile or None, region_name=region)
+
+
+def session(env: Environment) -> boto3.Session:
+    return _session(env.aws.profile, env.aws.region)
+
+
+def client(env: Environment, service: str) -> Any:
+    """A boto3 client for `service` in `env`, through its endpoint when one is configured."""
+    kwargs: dict[str, Any] = {"config": _CLIENT_CONFIG}
+    if env.aws.endpoint_url:
+        kwargs["endpoint_url"] = env.aws.endpoint_url
+    if env.is_sandbox:
+        kwargs.update(aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106
+                      aws_session_token="testing")  # noqa: S106 - the emulator's dummy credentials
+    return session(env).client(service, **kwargs)
+
+
+def call(cli: Any, operation: str, **params: Any) -> dict:
+    """Call `operation` on `cli`, translating botocore errors into AwsError."""
+    service = cli.meta.service_model.service_name
+    try:
+        return getattr(cli, operation)(**params)
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise AwsError(service, operation, err.get("Code", "Unknown"), err.get("Message", str(exc))) from exc
+    except BotoCoreError as exc:
+        raise AwsError(service, operation, type(exc).__name__, str(exc)) from exc
+
+
+def caller_arn(env: Environment) -> str:
+    """Who we are. In the sandbox, refuse anything but the emulator's account before any other call."""
+    ident = call(client(env, "sts"), "get_caller_identity")
+    account = ident.get("Account", "")
+    if env.is_sandbox and account != SANDBOX_ACCOUNT:
+        raise ConfigError(env.source, "aws", f"the sandbox refuses account {account}: only the emulator's "
+                          f"{SANDBOX_ACCOUNT} is allowed")
+    if env.aws.account_id and account != env.aws.account_id:
+        raise ConfigError(env.source, "aws.account_id", f"credentials are for account {account}, "
+                          f"the environment expects {env.aws.account_id}")
+    return ident.get("Arn", "")

@@ -1,0 +1,205 @@
+"""Command line: argument parsing and printing only; the work is in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from shipbook import __version__
+from shipbook.errors import EXIT_INFRA, InputError, ShipbookError
+from shipbook.phases import PHASES
+
+EXIT_CODES = """exit codes:
+  0  done
+  1  a gate stopped the release (a blocking check, or a phase that failed)
+  2  bad input or configuration (nothing was changed)
+  3  an infrastructure or internal failure"""
+
+log = logging.getLogger("shipbook")
+
+
+class ConsoleProgress:
+    """Progress on stderr: one line per cell as it starts, one summary line per phase."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.t0 = time.monotonic()
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def phase_start(self, phase: str, notebook: str) -> None:
+        self._say(f"== {phase} ({notebook})")
+
+    def cell(self, phase: str, index: int, total: int, description: str) -> None:
+        self._say(f"   {phase} [{index:>2}/{total}] {description}")
+
+    def phase_end(self, phase: str, status: str, verdict: str | None, seconds: float, detail: str) -> None:
+        mark = {"succeeded": "OK  ", "blocked": "STOP", "failed": "FAIL"}.get(status, status)
+        tail = f" — {detail}" if detail else ""
+        self._say(f"{mark} {phase}: {status}, verdict {verdict or '-'}, {seconds:.1f}s{tail}")
+
+
+def _env_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default=os.environ.get("SHIPBOOK_ENV", "sandbox"),
+                   help="environment name: environments/<env>.toml (default: sandbox)")
+
+
+def _param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY a Python identifier")
+    return key, value
+
+
+def _release_args(p: argparse.ArgumentParser, only: bool = True) -> None:
+    p.add_argument("version", help="the release version tag, e.g. v1.0.0")
+    _env_arg(p)
+    p.add_argument("--dry-run", action="store_true", help="plan only: mutating steps stop after their plan")
+    if only:
+        p.add_argument("--only", choices=list(PHASES), help="run just this phase")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID from its first phase that did not succeed")
+    p.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra notebook parameter (e.g. signoffs=code.review=alice); never a secret")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shipbook", description="Release runbooks for a Django app on AWS, run as Jupyter notebooks.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"shipbook {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("release", help="run the release phases in order, gate by gate",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _release_args(p)
+    for phase in PHASES:
+        p = sub.add_parser(phase, help=f"run only the {phase} phase of VERSION (a new run)")
+        _release_args(p, only=False)
+
+    p = sub.add_parser("runs", help="list runs: env, version, status, started, operator, duration")
+    p.add_argument("--env", default=None, help="only this environment")
+    p = sub.add_parser("audit", help="verify the audit trail: hash chain, changed/missing/unexpected files")
+    p.add_argument("--env", default=None, help="only this environment")
+    p = sub.add_parser("unlock", help="remove an environment's release lock (asks for confirmation)")
+    _env_arg(p)
+    p.add_argument("--yes", action="store_true", help="do not ask")
+
+    p = sub.add_parser("sandbox", help="the local twin of production: up, down, status, reset, scenarios")
+    p.add_argument("action", choices=["up", "down", "status", "reset", "scenarios"])
+    p.add_argument("--scenario", default=None, help="with up/reset: the fault to inject (see `scenarios`)")
+    return parser
+
+
+def _cmd_release(args: argparse.Namespace, only: str | None) -> int:
+    from shipbook import config, release
+    from shipbook.pipeline import RunOptions
+    from shipbook.versions import parse
+
+    parse(args.version)  # before anything else, even before the sandbox starts
+    env = config.load(args.env, resolve=False)
+    if env.is_sandbox:
+        from shipbook.sandbox import lifecycle  # the CLI, not the release path, starts the twin
+
+        lifecycle.ensure_up(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    env = config.load(args.env)
+    opts = RunOptions(version=args.version, dry_run=args.dry_run, only=only, resume=args.resume,
+                      params=dict(args.param))
+    rec = release.run(env, opts, ConsoleProgress())
+    print(f"{rec.data['version']} on {rec.data['env']}: {rec.data['status']} — run {rec.run_id}, "
+          f"{rec.dir} (index: {rec.dir.parents[2] / 'index.html'})")
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from shipbook import audit
+
+    rows = audit.list_runs(audit.RUNS_ROOT, args.env)
+    if not rows:
+        print("no runs yet")
+        return 0
+    cols = ["env", "version", "run_id", "status", "started", "operator", "duration"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from shipbook import audit
+    from shipbook.errors import AuditError
+
+    problems = audit.verify(audit.RUNS_ROOT, args.env)
+    for prob in problems:
+        print(f"AUDIT: {prob}")
+    if problems:
+        raise AuditError(problems)
+    print(f"audit: {len(audit.list_runs(audit.RUNS_ROOT, args.env))} run(s), chain and files verified")
+    return 0
+
+
+def _cmd_unlock(args: argparse.Namespace) -> int:
+    from shipbook import config, lock
+
+    env = config.load(args.env)
+    rl = lock.ReleaseLock(env)
+    held = rl.holder()
+    if held is None:
+        print(f"{args.env}: not locked")
+        return 0
+    if not args.yes:
+        answer = input(f"{args.env} is locked by {held.owner} (run {held.run_id}). Remove the lock? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise InputError("unlock", "not confirmed; the lock is kept")
+    rl.force_release()
+    print(f"{args.env}: lock of run {held.run_id} removed")
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from shipbook.sandbox import lifecycle
+
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.action == "up":
+        lifecycle.ensure_up(scenario=args.scenario, progress=say)
+    elif args.action == "down":
+        lifecycle.down(progress=say)
+    elif args.action == "reset":
+        lifecycle.reset(scenario=args.scenario, progress=say)
+    elif args.action == "status":
+        print(lifecycle.status_text())
+    else:
+        print(lifecycle.scenarios_text())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "release":
+            return _cmd_release(args, args.only)
+        if args.command in PHASES:
+            return _cmd_release(args, args.command)
+        return {"runs": _cmd_runs, "audit": _cmd_audit, "unlock": _cmd_unlock,
+                "sandbox": _cmd_sandbox}[args.command](args)
+    except ShipbookError as exc:
+        print(f"shipbook: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("shipbook: interrupted; the run is recorded as failed and the lock released", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one top-level catch: one clear line, non-zero exit
+        log.debug("internal error", exc_info=True)
+        print(f"shipbook: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+              file=sys.stderr)
+        return EXIT_INFRA
+

@@ -1,0 +1,335 @@
+"""Environment files: `environments/<env>.toml` loaded once into a frozen, validated object.
+
+Why so strict: a typo in a release config must stop the release before anything changes,
+so unknown keys and wrong types are rejected with `file: key: reason`. Secrets appear only
+as references (`{secretsmanager = "arn"}`, `{ssm = "/name"}`, `{env = "VAR"}`), never values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from shipbook.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ENV_DIR = PROJECT_ROOT / "environments"
+SANDBOX_DIR = PROJECT_ROOT / ".sandbox"
+SANDBOX_ACCOUNT = "123456789012"
+
+_PLACEHOLDER = re.compile(r"\{sandbox\.([a-z_]+)\}")
+_SECRET_WORDS = re.compile(r"(secret|password|passwd|token|api_key|apikey|private_key)", re.I)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret lives. Exactly one of the three is set."""
+
+    secretsmanager: str = ""
+    ssm: str = ""
+    env: str = ""
+
+    def describe(self) -> str:
+        if self.secretsmanager:
+            return f"secretsmanager:{self.secretsmanager}"
+        if self.ssm:
+            return f"ssm:{self.ssm}"
+        return f"env:{self.env}"
+
+
+@dataclass(frozen=True)
+class AwsSection:
+    region: str = "ap-northeast-1"
+    profile: str = ""
+    endpoint_url: str = ""
+    account_id: str = ""
+
+
+@dataclass(frozen=True)
+class LockSection:
+    table: str = "shipbook-locks"
+    ttl_minutes: int = 120
+
+
+@dataclass(frozen=True)
+class GithubSection:
+    repository: str = ""
+    api_url: str = "https://api.github.com"
+    remote: str = "origin"
+    token: SecretRef | None = None
+    workflow: str = "deploy.yml"
+
+
+@dataclass(frozen=True)
+class AppSection:
+    repo: str = "."
+    public_url: str = ""
+    health_path: str = "/health/"
+    version_path: str = "/version/"
+    test_command: str = "python manage.py test"
+    notes_file: str = "RELEASE_NOTES.md"
+
+
+@dataclass(frozen=True)
+class StackSection:
+    name: str = ""
+    cluster: str = ""
+    service: str = ""
+    container: str = "web"
+    target_group: str = ""
+    db_instance: str = ""
+    log_group: str = ""
+    alarm_topic: str = ""
+
+
+@dataclass(frozen=True)
+class RunnerSection:
+    cell_timeout: int = 900
+    phases: tuple[str, ...] = ("precheck", "backup", "deploy", "verify", "report")
+    runs_url: str = ""
+    kernel_name: str = "python3"
+
+
+@dataclass(frozen=True)
+class Contact:
+    role: str
+    name: str
+    phone: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The validated environment. Frozen: loaded once, passed everywhere."""
+
+    name: str
+    kind: str = "aws"  # "sandbox" or "aws"
+    lang: str = "ja"
+    auto_rollback: bool = False
+    aws: AwsSection = field(default_factory=AwsSection)
+    lock: LockSection = field(default_factory=LockSection)
+    github: GithubSection = field(default_factory=GithubSection)
+    app: AppSection = field(default_factory=AppSection)
+    stack: StackSection = field(default_factory=StackSection)
+    runner: RunnerSection = field(default_factory=RunnerSection)
+    secrets: dict[str, SecretRef] = field(default_factory=dict)
+    contacts: tuple[Contact, ...] = ()
+    source: str = ""
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.kind == "sandbox"
+
+    def process_env(self) -> dict[str, str]:
+        """Variables for shipbook's own child processes and kernels (never the user's shell)."""
+        out = {"SHIPBOOK_ENV": self.name, "AWS_DEFAULT_REGION": self.aws.region}
+        if self.aws.endpoint_url:
+            out["AWS_ENDPOINT_URL"] = self.aws.endpoint_url
+        if self.is_sandbox:
+            out["AWS_ACCESS_KEY_ID"] = "testing"  # noqa: S105 - the emulator's dummy key
+            out["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105
+            out["AWS_SESSION_TOKEN"] = "testing"  # noqa: S105
+        if self.aws.profile:
+            out["AWS_PROFILE"] = self.aws.profile
+        if self.github.api_url:
+            out["GITHUB_API_URL"] = self.github.api_url
+        return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def env_path(name: str, env_dir: Path = ENV_DIR) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", name or ""):
+        raise ConfigError("--env", "name", f"{name!r} is not a valid environment name")
+    return env_dir / f"{name}.toml"
+
+
+def load(name: str, env_dir: Path = ENV_DIR, sandbox_dir: Path = SANDBOX_DIR, resolve: bool = True) -> Environment:
+    """Load and validate `environments/<name>.toml`.
+
+    With `resolve`, `{sandbox.*}` placeholders are filled from the running sandbox's state.
+    """
+    path = env_path(name, env_dir)
+    if not path.is_file():
+        known = sorted(p.stem for p in env_dir.glob("*.toml") if not p.stem.endswith(".example"))
+        raise ConfigError(str(path), "env", f"no such environment (known: {', '.join(known) or 'none'})")
+    return load_file(path, sandbox_dir=sandbox_dir, resolve=resolve)
+
+
+def load_file(path: Path, sandbox_dir: Path = SANDBOX_DIR, resolve: bool = True) -> Environment:
+    fname = _display(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(fname, "(file)", f"invalid TOML: {exc}") from exc
+    raw.setdefault("name", path.stem)
+    if resolve and raw.get("kind") == "sandbox":
+        raw = _resolve_placeholders(raw, sandbox_dir, fname)
+    env = _build(Environment, raw, fname, "")
+    env = dataclasses.replace(env, source=str(path))
+    _validate(env, fname)
+    return env
+
+
+def sandbox_state(sandbox_dir: Path = SANDBOX_DIR) -> dict | None:
+    state = sandbox_dir / "state.json"
+    if not state.is_file():
+        return None
+    try:
+        return json.loads(state.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def _resolve_placeholders(raw: dict, sandbox_dir: Path, fname: str) -> dict:
+    state = sandbox_state(sandbox_dir)
+    endpoints = (state or {}).get("endpoints", {})
+
+    def sub(value, key):
+        if isinstance(value, str):
+            def repl(m: re.Match) -> str:
+                if m.group(1) not in endpoints:
+                    raise ConfigError(fname, key, f"{{sandbox.{m.group(1)}}} is unknown: is the sandbox up? "
+                                      "(`shipbook sandbox up`)")
+                return str(endpoints[m.group(1)])
+            return _PLACEHOLDER.sub(repl, value)
+        if isinstance(value, dict):
+            return {k: sub(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v, key) for v in value]
+        return value
+
+    return sub(raw, "")
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(cls, raw, fname: str, prefix: str):
+    """Build a frozen dataclass from a TOML table, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(fname, prefix or "(top)", f"expected a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(fname, full, f"unknown key (allowed: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(hints[key], value, fname, full)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(fname, prefix.rstrip(".") or "(top)", f"missing key: {exc}") from exc
+
+
+def _coerce(tp, value, fname: str, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, fname, key)
+    if dataclasses.is_dataclass(tp):
+        if tp is SecretRef:
+            return _secret_ref(value, fname, key)
+        return _build(tp, value, fname, key + ".")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(fname, key, f"expected a list, got {type(value).__name__}")
+        return tuple(_coerce(args[0], v, fname, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(fname, key, f"expected a table, got {type(value).__name__}")
+        return {k: _coerce(args[1], v, fname, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(fname, key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(fname, key, f"expected an integer, got {type(value).__name__}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(fname, key, f"expected a number, got {type(value).__name__}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(fname, key, f"expected a string, got {type(value).__name__}")
+        last = key.rsplit(".", 1)[-1]
+        if last not in ("secretsmanager", "ssm", "env") and _SECRET_WORDS.search(last) and value:
+            raise ConfigError(fname, key, "looks like a secret value: give a reference "
+                              "({secretsmanager = ARN} / {ssm = name} / {env = VAR}), never the value")
+        return value
+    raise ConfigError(fname, key, f"unsupported type {_type_name(tp)}")
+
+
+def _secret_ref(value, fname: str, key: str) -> SecretRef:
+    if isinstance(value, str):
+        raise ConfigError(fname, key, "secrets are given by reference only: "
+                          "{secretsmanager = ARN} / {ssm = name} / {env = VAR}, never as a value")
+    ref = _build(SecretRef, value, fname, key + ".")
+    if sum(bool(x) for x in (ref.secretsmanager, ref.ssm, ref.env)) != 1:
+        raise ConfigError(fname, key, "give exactly one of secretsmanager, ssm, env")
+    return ref
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate(env: Environment, fname: str) -> None:
+    if env.kind not in ("sandbox", "aws"):
+        raise ConfigError(fname, "kind", f"must be 'sandbox' or 'aws', got {env.kind!r}")
+    if env.lang not in ("ja", "en"):
+        raise ConfigError(fname, "lang", f"must be 'ja' or 'en', got {env.lang!r}")
+    if env.runner.cell_timeout <= 0:
+        raise ConfigError(fname, "runner.cell_timeout", "must be positive")
+    if env.lock.ttl_minutes <= 0:
+        raise ConfigError(fname, "lock.ttl_minutes", "must be positive")
+    from shipbook.phases import PHASES  # local import: phases has no config dependency
+
+    for i, p in enumerate(env.runner.phases):
+        if p not in PHASES:
+            raise ConfigError(fname, f"runner.phases[{i}]", f"unknown phase {p!r} (known: {', '.join(PHASES)})")
+    if env.runner.runs_url and not env.runner.runs_url.startswith("s3://"):
+        raise ConfigError(fname, "runner.runs_url", "must be an s3://bucket/prefix URL")
+    urls = {"aws.endpoint_url": env.aws.endpoint_url, "github.api_url": env.github.api_url,
+            "app.public_url": env.app.public_url}
+    if env.is_sandbox:
+        for key, url in urls.items():
+            if url and "{sandbox." not in url and not _is_loopback(url):
+                raise ConfigError(fname, key, f"the sandbox only talks to loopback, got {url!r}")
+        if env.aws.account_id and env.aws.account_id != SANDBOX_ACCOUNT:
+            raise ConfigError(fname, "aws.account_id", f"the sandbox's account is {SANDBOX_ACCOUNT}")
+    else:
+        for key, url in urls.items():
+            if url and _is_loopback(url):
+                raise ConfigError(fname, key, f"a non-sandbox environment refuses loopback endpoints ({url})")
+    for name, c in enumerate(env.contacts):
+        if not c.role or not c.name:
+            raise ConfigError(fname, f"contacts[{name}]", "role and name are required")

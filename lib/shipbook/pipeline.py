@@ -1,0 +1,250 @@
+"""Phase order, gates, resume, and the papermill call.
+
+Each phase runs in a private work dir outside `runs/` (papermill saves as it goes, before any
+redaction could run); when it ends, however it ends, the notebook is redacted and written to
+the run dir, rendered to HTML, hashed into `run.json`, and the verdict read from the small
+JSON result the notebook reported through `shipbook.result`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from nbclient.exceptions import DeadKernelError
+from papermill.exceptions import PapermillExecutionError
+
+from shipbook import __version__, audit, engine, render
+from shipbook import result as phase_result
+from shipbook.config import Environment
+from shipbook.errors import FailedCheck, GateError, PhaseError, ShipbookError
+from shipbook.phases import NOTEBOOK_DIR, PHASES
+
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """What the runner tells the person waiting. The CLI prints it; tests may collect it."""
+
+    def phase_start(self, phase: str, notebook: str) -> None:
+        log.info("phase %s: %s", phase, notebook)
+
+    def cell(self, phase: str, index: int, total: int, description: str) -> None:
+        log.info("phase %s [%d/%d] %s", phase, index, total, description)
+
+    def phase_end(self, phase: str, status: str, verdict: str | None, seconds: float, detail: str) -> None:
+        log.info("phase %s %s (%s) in %.1fs %s", phase, status, verdict, seconds, detail)
+
+
+@dataclass
+class RunOptions:
+    version: str
+    previous_version: str = ""
+    commit: str = ""
+    dry_run: bool = False
+    only: str | None = None
+    resume: str | None = None
+    phases: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    operator: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PhaseOutcome:
+    phase: str
+    status: str  # succeeded | blocked | failed
+    verdict: str | None
+    blocking: list[dict]
+    error: str | None
+    files: dict[str, str]
+    cell: str = ""
+
+
+class Runner:
+    """Runs the phases of one release run against one environment."""
+
+    def __init__(self, env: Environment, redactor: Any, runs_root: Path = audit.RUNS_ROOT,
+                 notebook_dir: Path = NOTEBOOK_DIR, progress: Progress | None = None,
+                 kernel_env: dict[str, str] | None = None) -> None:
+        self.env = env
+        self.redactor = redactor
+        self.runs_root = runs_root
+        self.notebook_dir = notebook_dir
+        self.progress = progress or Progress()
+        self.kernel_env = kernel_env if kernel_env is not None else {**os.environ, **env.process_env()}
+
+    # ------------------------------------------------------------------ run records
+
+    def new_record(self, opts: RunOptions, phases: list[str], run_id: str | None = None) -> audit.RunRecord:
+        params = {"dry_run": opts.dry_run, **opts.params}
+        rec = audit.RunRecord.create(
+            self.runs_root, env=self.env.name, version=opts.version, previous_version=opts.previous_version,
+            commit=opts.commit, operator=opts.operator, parameters=params,
+            phases=[(p, PHASES[p]) for p in phases], shipbook_version=__version__, run_id=run_id)
+        rec.save(self.redactor)
+        return rec
+
+    def phases_to_run(self, rec: audit.RunRecord) -> list[str]:
+        """From the first phase that did not succeed, in the record's order."""
+        names = [p["name"] for p in rec.data["phases"]]
+        for i, p in enumerate(rec.data["phases"]):
+            if p["status"] != "succeeded":
+                return names[i:]
+        return []
+
+    # ------------------------------------------------------------------ one phase
+
+    def parameters(self, rec: audit.RunRecord, notebook: Path) -> dict[str, Any]:
+        """Common parameters, then facts of earlier phases the notebook declares. Never secrets."""
+        declared = set(papermill.inspect_notebook(str(notebook)).keys())
+        d = rec.data
+        params = {"version": d["version"], "env": d["env"], "run_id": d["run_id"],
+                  "previous_version": d["previous_version"], "dry_run": bool(d["parameters"].get("dry_run"))}
+        extra = {**d["parameters"], **d.get("facts", {})}
+        params.update({k: v for k, v in extra.items() if k in declared and k not in params})
+        return {k: v for k, v in params.items() if k in declared}
+
+    def run_phase(self, rec: audit.RunRecord, phase: str) -> PhaseOutcome:
+        entry = rec.phase(phase)
+        notebook = self.notebook_dir / entry["notebook"]
+        stem = Path(entry["notebook"]).stem
+        entry.update(status="running", started=audit.now_iso(), finished=None, error=None, verdict=None)
+        rec.save(self.redactor)
+        self.progress.phase_start(phase, entry["notebook"])
+        t0 = time.monotonic()
+        work = Path(tempfile.mkdtemp(prefix=f"shipbook-{phase}-"))
+        os.chmod(work, 0o700)
+        out_nb = work / entry["notebook"]
+        error: str | None = None
+        cell_name = ""
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(out_nb), parameters=self.parameters(rec, notebook),
+                engine_name=engine.ENGINE_NAME, kernel_name=self.env.runner.kernel_name,
+                execution_timeout=self.env.runner.cell_timeout, progress_bar=False,
+                kernel_env={**self.kernel_env, "SHIPBOOK_WORK_DIR": str(work)},
+                on_cell=self.progress.cell, phase=phase, cwd=str(self.notebook_dir))
+        except PapermillExecutionError as exc:
+            error = f"{exc.ename}: {exc.evalue}"
+        except DeadKernelError as exc:
+            error = f"the kernel died ({exc})"
+        except (TimeoutError, RuntimeError) as exc:  # nbclient's cell timeout / kernel start failures
+            error = f"{type(exc).__name__}: {exc}"
+        try:
+            outcome = self._finish_phase(rec, entry, phase, work, out_nb, stem, error, cell_name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self.progress.phase_end(phase, outcome.status, outcome.verdict, time.monotonic() - t0,
+                                _detail(outcome))
+        return outcome
+
+    def _finish_phase(self, rec: audit.RunRecord, entry: dict, phase: str, work: Path, out_nb: Path,
+                      stem: str, error: str | None, cell_name: str) -> PhaseOutcome:
+        files: dict[str, str] = {}
+        if out_nb.is_file():
+            nb = nbformat.read(str(out_nb), as_version=4)
+            if error and not cell_name:
+                cell_name = _failed_cell(nb)
+            target = rec.dir / out_nb.name
+            self.redactor.write_notebook(target, nb)
+            files[target.name] = audit.sha256_file(target)
+            title = f"{rec.data['version']} {phase} — {rec.data['env']}"
+            for path in render.render_notebook(nb, rec.dir, stem, self.redactor, title).values():
+                files[path.name] = audit.sha256_file(path)
+        res = phase_result.read(work)
+        blocking = res.blocking if res else []
+        verdict = res.verdict if res else None
+        if blocking:
+            status = "blocked"
+        elif error:
+            status = "failed"
+        elif res is None:
+            status, error = "failed", "the notebook reported no result (shipbook.result.report was not called)"
+        else:
+            status = "succeeded"
+        if status == "failed":
+            cell_name = cell_name or "?"
+            entry["cell"] = cell_name
+        entry.update(status=status, verdict=verdict, finished=audit.now_iso(), files=files,
+                     error=error if status == "failed" else None, blocking=blocking,
+                     checks=[{"id": c.get("id"), "verdict": c.get("verdict"), "summary": c.get("summary", "")}
+                             for c in (res.checks if res else [])])
+        if res:
+            rec.data.setdefault("facts", {}).update(res.facts)
+        rec.save(self.redactor)
+        return PhaseOutcome(phase, status, verdict, blocking, entry["error"], files, cell_name)
+
+    # ------------------------------------------------------------------ the whole run
+
+    def run(self, rec: audit.RunRecord, phases: list[str], on_phase_done: Callable[[PhaseOutcome], None]
+            | None = None) -> audit.RunRecord:
+        """Run `phases` in order; stop at the first that does not succeed and raise its error."""
+        rec.data.update(status="running", finished=None)
+        rec.save(self.redactor)
+        failure: ShipbookError | None = None
+        try:
+            for phase in phases:
+                outcome = self.run_phase(rec, phase)
+                if on_phase_done:
+                    on_phase_done(outcome)
+                if outcome.status == "blocked":
+                    failure = GateError(phase, [FailedCheck(b.get("id", ""), b.get("verdict", ""),
+                                                            b.get("summary", "")) for b in outcome.blocking])
+                    break
+                if outcome.status == "failed":
+                    nb = rec.dir / rec.phase(phase)["notebook"]
+                    failure = PhaseError(phase, outcome.cell or "?", outcome.error or "failed", str(nb))
+                    break
+        except BaseException:  # Ctrl-C or an internal error: the record must not stay "running"
+            rec.data["status"] = "failed"
+            for p in rec.data["phases"]:
+                if p["status"] == "running":
+                    p.update(status="failed", finished=audit.now_iso(), error="interrupted")
+            self._close(rec)
+            raise
+        rec.data["status"] = ("blocked" if isinstance(failure, GateError) else "failed") if failure else "succeeded"
+        self._close(rec)
+        if failure:
+            raise failure
+        return rec
+
+    def _close(self, rec: audit.RunRecord) -> None:
+        rec.data["finished"] = audit.now_iso()
+        rec.save(self.redactor)
+        rec.seal(self.runs_root)
+        render.write_index(self.runs_root, self.redactor)
+
+
+def _failed_cell(nb: Any) -> str:
+    for i, cell in enumerate(nb.cells):
+        if cell.get("metadata", {}).get("papermill", {}).get("status") in ("failed", "running"):
+            return f"{cell.get('execution_count') or i} ({engine.describe(cell, i)})"
+    return "?"
+
+
+def _detail(o: PhaseOutcome) -> str:
+    if o.status == "blocked":
+        return "blocked by " + ", ".join(f"{b.get('id')} ({b.get('verdict')})" for b in o.blocking)
+    if o.status == "failed":
+        return f"cell {o.cell}: {o.error}"
+    return ""
+
+
+def available_phases(requested: tuple[str, ...], notebook_dir: Path = NOTEBOOK_DIR) -> list[str]:
+    """The requested phases whose notebooks exist (phases land one issue at a time)."""
+    out = []
+    for p in requested:
+        if (notebook_dir / PHASES[p]).is_file():
+            out.append(p)
+        else:
+            log.warning("phase %s has no notebook yet (%s): skipped", p, PHASES[p])
+    return out

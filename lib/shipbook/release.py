@@ -1,0 +1,91 @@
+"""A release run from start to end: validate, lock, record, run the phases, mirror.
+
+Everything that can be wrong with the input is checked before anything changes: the version,
+the environment file, the phases. Only then is the lock taken and the run recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipbook import audit, aws, gitinfo, lock, mirror, secretvalues, versions
+from shipbook.config import Environment
+from shipbook.errors import InputError
+from shipbook.phases import NOTEBOOK_DIR, PHASES
+from shipbook.pipeline import Progress, RunOptions, Runner, available_phases
+from shipbook.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """Where a run reads and writes; tests point these at temporary directories."""
+
+    runs_root: Path = audit.RUNS_ROOT
+    notebook_dir: Path = NOTEBOOK_DIR
+
+
+def plan_phases(env: Environment, only: str | None, ctx: Context) -> list[str]:
+    if only is not None:
+        if only not in PHASES:
+            raise InputError("--only", f"unknown phase {only!r} (known: {', '.join(PHASES)})")
+        requested: tuple[str, ...] = (only,)
+    else:
+        requested = env.runner.phases
+    phases = available_phases(requested, ctx.notebook_dir)
+    if not phases:
+        raise InputError("phases", f"none of {', '.join(requested)} has a notebook in {ctx.notebook_dir}")
+    return phases
+
+
+def _release_facts(env: Environment, version: str) -> tuple[str, str]:
+    """(previous_version, release commit) from the app repository's tags, when it is a git repo."""
+    repo = env.app.repo
+    if not gitinfo.is_repo(repo):
+        log.warning("app.repo %s is not a git repository: previous version and commit unknown", repo)
+        return "", ""
+    tags = gitinfo.tags(repo)
+    commit = gitinfo.rev_or_empty(repo, version) or gitinfo.rev_or_empty(repo, "HEAD")
+    return versions.previous_release(tags, version), commit
+
+
+def run(env: Environment, opts: RunOptions, progress: Progress | None = None, ctx: Context | None = None,
+        redactor: Redactor | None = None) -> audit.RunRecord:
+    """Run a release (or resume one). Raises GateError / PhaseError / InputError / LockHeldError."""
+    ctx = ctx or Context()
+    versions.parse(opts.version)
+    if opts.resume:
+        rec = audit.RunRecord.load(ctx.runs_root, env.name, opts.resume)
+        if rec.data["version"] != opts.version:
+            raise InputError("--resume", f"run {opts.resume} is of {rec.data['version']}, not {opts.version}")
+        phases = None
+    else:
+        phases = plan_phases(env, opts.only, ctx)
+    redactor = redactor or Redactor(secretvalues.collect(env))
+    operator = {"git_user": gitinfo.user(), "aws_arn": aws.caller_arn(env)}
+    runner = Runner(env, redactor, ctx.runs_root, ctx.notebook_dir, progress)
+    if opts.resume:
+        run_id = rec.run_id
+    else:
+        prev, commit = _release_facts(env, opts.version)
+        run_id = audit.new_run_id()
+    release_lock = lock.ReleaseLock(env)
+    with release_lock.held(operator["git_user"] or operator["aws_arn"] or "unknown", run_id):
+        if not opts.resume:
+            opts.previous_version = opts.previous_version or prev
+            opts.commit = opts.commit or commit
+            opts.operator = operator
+            rec = runner.new_record(opts, phases or [], run_id)
+        todo = runner.phases_to_run(rec)
+        if not todo:
+            log.info("run %s has nothing left to run", rec.run_id)
+            return rec
+        try:
+            runner.run(rec, todo)
+        finally:
+            if env.runner.runs_url:
+                mirror.mirror_run(env, ctx.runs_root, rec.dir)
+    return rec
