@@ -10,7 +10,6 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-
 from shipbook import config
 from shipbook.phases import PHASES
 
@@ -35,7 +34,7 @@ def moto_url():
 
 def aws_client(url: str, service: str):
     return boto3.client(service, endpoint_url=url, region_name="ap-northeast-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 @pytest.fixture
@@ -62,6 +61,8 @@ def make_env(tmp_path, moto_url):
             endpoint_url = "{moto_url}"
             [lock]
             table = "{table}"
+            [github]
+            api_url = ""
             [app]
             repo = "{tmp_path / 'no-repo'}"
             [runner]

@@ -9,7 +9,6 @@ import shutil
 import nbformat
 import pytest
 from conftest import aws_client
-
 from shipbook import audit, lock, release
 from shipbook.errors import EXIT_GATE, GateError, LockHeldError, PhaseError
 from shipbook.pipeline import Progress, RunOptions
@@ -162,7 +161,7 @@ def test_a_second_release_on_a_locked_environment_exits_2_naming_the_holder(make
 
 
 def test_planted_secrets_appear_nowhere_on_disk(make_env, notebook_dir, ctx, monkeypatch):
-    secret = "s3cr3t-Planted-Value-9f8e7d"  # noqa: S105
+    secret = "s3cr3t-Planted-Value-9f8e7d"
     monkeypatch.setenv("PLANTED_SECRET", secret)
     notebook_dir(precheck="secrets")
     env = make_env(phases=("precheck",), secrets='PLANTED = { env = "PLANTED_SECRET" }')

@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shipbook: interrupted; the run is recorded as failed and the lock released", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the one top-level catch: one clear line, non-zero exit
+    except Exception as exc:
         log.debug("internal error", exc_info=True)
         print(f"shipbook: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
               file=sys.stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import os
 import re
 import tomllib
 import types
@@ -25,6 +24,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_DIR = PROJECT_ROOT / "environments"
 SANDBOX_DIR = PROJECT_ROOT / ".sandbox"
 SANDBOX_ACCOUNT = "123456789012"
+# The emulator accepts any credentials; these dummies are the documented moto ones, not a secret.
+SANDBOX_CREDENTIAL = "testing"  # nosec B105  # noqa: S105
 
 _PLACEHOLDER = re.compile(r"\{sandbox\.([a-z_]+)\}")
 _SECRET_WORDS = re.compile(r"(secret|password|passwd|token|api_key|apikey|private_key)", re.I)
@@ -63,7 +64,7 @@ class LockSection:
 @dataclass(frozen=True)
 class GithubSection:
     repository: str = ""
-    api_url: str = "https://api.github.com"
+    api_url: str = ""  # empty: https://api.github.com
     remote: str = "origin"
     token: SecretRef | None = None
     workflow: str = "deploy.yml"
@@ -135,7 +136,7 @@ class Environment:
         if self.aws.endpoint_url:
             out["AWS_ENDPOINT_URL"] = self.aws.endpoint_url
         if self.is_sandbox:
-            out["AWS_ACCESS_KEY_ID"] = "testing"  # noqa: S105 - the emulator's dummy key
+            out["AWS_ACCESS_KEY_ID"] = "testing"
             out["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105
             out["AWS_SESSION_TOKEN"] = "testing"  # noqa: S105
         if self.aws.profile:

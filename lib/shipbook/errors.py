@@ -7,7 +7,7 @@ Exit codes (documented in the README and `shipbook --help`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 EXIT_OK = 0
 EXIT_GATE = 1

@@ -14,7 +14,7 @@ from shipbook import audit, aws, gitinfo, lock, mirror, secretvalues, versions
 from shipbook.config import Environment
 from shipbook.errors import InputError
 from shipbook.phases import NOTEBOOK_DIR, PHASES
-from shipbook.pipeline import Progress, RunOptions, Runner, available_phases
+from shipbook.pipeline import Progress, Runner, RunOptions, available_phases
 from shipbook.redact import Redactor
 
 log = logging.getLogger(__name__)

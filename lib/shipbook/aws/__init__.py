@@ -14,7 +14,7 @@ import boto3
 import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shipbook.config import SANDBOX_ACCOUNT, Environment
+from shipbook.config import SANDBOX_ACCOUNT, SANDBOX_CREDENTIAL, Environment
 from shipbook.errors import AwsError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ def client(env: Environment, service: str) -> Any:
     if env.aws.endpoint_url:
         kwargs["endpoint_url"] = env.aws.endpoint_url
     if env.is_sandbox:
-        kwargs.update(aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106
-                      aws_session_token="testing")  # noqa: S106 - the emulator's dummy credentials
+        kwargs.update(aws_access_key_id=SANDBOX_CREDENTIAL, aws_secret_access_key=SANDBOX_CREDENTIAL,
+                      aws_session_token=SANDBOX_CREDENTIAL)
     return session(env).client(service, **kwargs)
 
 
