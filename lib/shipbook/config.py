@@ -25,7 +25,7 @@ ENV_DIR = PROJECT_ROOT / "environments"
 SANDBOX_DIR = PROJECT_ROOT / ".sandbox"
 SANDBOX_ACCOUNT = "123456789012"
 # The emulator accepts any credentials; these dummies are the documented moto ones, not a secret.
-SANDBOX_CREDENTIAL = "testing"  # nosec B105  # noqa: S105
+SANDBOX_CREDENTIAL = "testing"  # nosec B105
 
 _PLACEHOLDER = re.compile(r"\{sandbox\.([a-z_]+)\}")
 _SECRET_WORDS = re.compile(r"(secret|password|passwd|token|api_key|apikey|private_key)", re.I)
@@ -136,9 +136,8 @@ class Environment:
         if self.aws.endpoint_url:
             out["AWS_ENDPOINT_URL"] = self.aws.endpoint_url
         if self.is_sandbox:
-            out["AWS_ACCESS_KEY_ID"] = "testing"
-            out["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105
-            out["AWS_SESSION_TOKEN"] = "testing"  # noqa: S105
+            for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+                out[var] = SANDBOX_CREDENTIAL
         if self.aws.profile:
             out["AWS_PROFILE"] = self.aws.profile
         if self.github.api_url:
