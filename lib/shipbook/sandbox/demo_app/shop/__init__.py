@@ -1,0 +1,1 @@
+"""The shop: a product catalogue served as JSON."""
