@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     _env_arg(p)
     p.add_argument("--yes", action="store_true", help="do not ask")
 
+    p = sub.add_parser("lab", help="JupyterLab on notebooks/ with the library importable and the env's endpoints")
+    _env_arg(p)
+    p.add_argument("--port", type=int, default=8888)
+    p = sub.add_parser("incident", help="open an incident notebook (runs/<env>/incidents/<id>/)")
+    _env_arg(p)
+    p.add_argument("--title", default="")
+    p = sub.add_parser("postmortem", help="write the postmortem of an incident")
+    p.add_argument("incident", help="the incident id")
+    _env_arg(p)
+
     p = sub.add_parser("sandbox", help="the local twin of production: up, down, status, reset, scenarios")
     p.add_argument("action", choices=["up", "down", "status", "reset", "scenarios"])
     p.add_argument("--scenario", default=None, help="with up/reset: the fault to inject (see `scenarios`)")
@@ -162,6 +172,34 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lab(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from shipbook import config
+    from shipbook.phases import NOTEBOOK_DIR
+
+    env = config.load(args.env, resolve=False)
+    if env.is_sandbox:
+        from shipbook.sandbox import lifecycle
+
+        lifecycle.ensure_up(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    env = config.load(args.env)
+    child = {**os.environ, **env.process_env()}  # for JupyterLab and its kernels only
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={NOTEBOOK_DIR}", f"--port={args.port}",
+           "--ip=127.0.0.1", "--no-browser"]
+    return subprocess.call(cmd, env=child)
+
+
+def _cmd_standalone(args: argparse.Namespace) -> int:
+    from shipbook.phases import NOTEBOOK_DIR, STANDALONE
+
+    nb = NOTEBOOK_DIR / STANDALONE[args.command]
+    if not nb.is_file():
+        raise InputError(args.command, f"{nb.relative_to(NOTEBOOK_DIR.parent)} does not exist yet in this "
+                         "version of shipbook")
+    raise InputError(args.command, "running standalone notebooks is not available yet in this version")
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from shipbook.sandbox import lifecycle
 
@@ -189,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_release(args, args.only)
         if args.command in PHASES:
             return _cmd_release(args, args.command)
-        return {"runs": _cmd_runs, "audit": _cmd_audit, "unlock": _cmd_unlock,
+        return {"runs": _cmd_runs, "audit": _cmd_audit, "unlock": _cmd_unlock, "lab": _cmd_lab,
+                "incident": _cmd_standalone, "postmortem": _cmd_standalone,
                 "sandbox": _cmd_sandbox}[args.command](args)
     except ShipbookError as exc:
         print(f"shipbook: error: {exc}", file=sys.stderr)
