@@ -47,7 +47,8 @@ def test_state_written_from_one_kernel_is_visible_from_another(sandbox, tmp_path
         "if mode == 'write':\n"
         "    ddb.put_item(TableName='shipbook-locks', Item={'env': {'S': 'kernel-test'}, 'v': {'S': value}})\n"
         "else:\n"
-        "    print('READ', ddb.get_item(TableName='shipbook-locks', Key={'env': {'S': 'kernel-test'}})['Item']['v']['S'])"
+        "    item = ddb.get_item(TableName='shipbook-locks', Key={'env': {'S': 'kernel-test'}})['Item']\n"
+        "    print('READ', item['v']['S'])"
     )]
     nbformat.write(nb, tmp_path / "k.ipynb")
     for mode in ("write", "read"):
