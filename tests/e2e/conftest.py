@@ -6,7 +6,6 @@ Every test here shares one sandbox, so they run in one xdist group, one after an
 from __future__ import annotations
 
 import pytest
-
 from shipbook.sandbox.lifecycle import Sandbox
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import nbformat
 import papermill
 import requests
-
 from shipbook import config, engine
 from shipbook.sandbox.lifecycle import PROCESSES, Sandbox
 
