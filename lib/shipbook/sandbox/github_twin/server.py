@@ -1,0 +1,446 @@
+"""HTTP server of the GitHub twin: REST routes, the push control endpoint, run pages.
+
+Routes (all under `/repos/example/demo-app`, JSON as on api.github.com; any or no token):
+  GET  /actions/runs[?head_sha=&event=&branch=&status=&per_page=&page=]
+  GET  /actions/runs/{id}            GET /actions/runs/{id}/jobs      GET /actions/jobs/{id}
+  GET  /actions/jobs/{id}/logs       (text, instead of GitHub's redirect to a download)
+  GET  /compare/{base}...{head}      GET /commits/{ref}               GET /commits/{sha}/pulls
+  GET  /commits/{ref}/check-runs     GET /commits/{ref}/status
+  GET  /pulls/{n}                    GET /pulls/{n}/reviews           GET /pulls/{n}/commits
+  GET  /releases                     POST /releases                   GET /releases/tags/{tag}
+  GET  /releases/latest              GET /tags                        GET (the repository)
+Control: POST /_sandbox/push {"ref", "after"|"sha"}, POST /_sandbox/reset, GET /_sandbox/health.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from shipbook.sandbox.github_twin.deployer import Deployer
+from shipbook.sandbox.github_twin.gitrepo import GitError, Repo
+from shipbook.sandbox.github_twin.shapes import REPO_FULL_NAME, Metadata, Shapes
+from shipbook.sandbox.github_twin.store import Store, now_iso
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "2022-11-28"
+
+
+class ApiError(Exception):
+    """An HTTP error answered with GitHub's error body."""
+
+    def __init__(self, status: int, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors
+
+
+Response = tuple[int, Any]
+
+
+class GitHubTwin:
+    """The application: routes requests to handlers over the repo, metadata, store and deployer."""
+
+    def __init__(self, repo: Repo, store: Store, deployer: Deployer, base_url: str = "") -> None:
+        self.repo = repo
+        self.store = store
+        self.deployer = deployer
+        self.meta = Metadata(repo.path / "github.json")
+        self.shapes = Shapes(base_url, self.meta)
+        prefix = "/repos/" + re.escape(REPO_FULL_NAME)
+        self.routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
+            ("GET", re.compile(r"/_sandbox/health"), self.health),
+            ("POST", re.compile(r"/_sandbox/push"), self.push),
+            ("POST", re.compile(r"/_sandbox/reset"), self.reset),
+            ("GET", re.compile(prefix), self.repository),
+            ("GET", re.compile(prefix + r"/actions/runs"), self.list_runs),
+            ("GET", re.compile(prefix + r"/actions/runs/(\d+)"), self.get_run),
+            ("GET", re.compile(prefix + r"/actions/runs/(\d+)/jobs"), self.list_jobs),
+            ("GET", re.compile(prefix + r"/actions/jobs/(\d+)"), self.get_job),
+            ("GET", re.compile(prefix + r"/actions/jobs/(\d+)/logs"), self.job_logs),
+            ("GET", re.compile(prefix + r"/compare/(.+?)\.\.\.(.+)"), self.compare),
+            ("GET", re.compile(prefix + r"/commits/([^/]+)/pulls"), self.commit_pulls),
+            ("GET", re.compile(prefix + r"/commits/([^/]+)/check-runs"), self.check_runs),
+            ("GET", re.compile(prefix + r"/commits/([^/]+)/status"), self.combined_status),
+            ("GET", re.compile(prefix + r"/commits/([^/]+)"), self.get_commit),
+            ("GET", re.compile(prefix + r"/pulls/(\d+)"), self.get_pull),
+            ("GET", re.compile(prefix + r"/pulls/(\d+)/reviews"), self.pull_reviews),
+            ("GET", re.compile(prefix + r"/pulls/(\d+)/commits"), self.pull_commits),
+            ("GET", re.compile(prefix + r"/releases"), self.list_releases),
+            ("POST", re.compile(prefix + r"/releases"), self.create_release),
+            ("GET", re.compile(prefix + r"/releases/latest"), self.latest_release),
+            ("GET", re.compile(prefix + r"/releases/tags/(.+)"), self.release_by_tag),
+            ("GET", re.compile(prefix + r"/tags"), self.list_tags),
+            ("GET", re.compile("/" + re.escape(REPO_FULL_NAME) + r"/actions/runs/(\d+)(?:/job/\d+)?"), self.run_page),
+        ]
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> Response:
+        path = path.rstrip("/") or "/"
+        matched_path = False
+        for route_method, pattern, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if not match:
+                continue
+            matched_path = True
+            if route_method != method:
+                continue
+            args = [unquote(g) for g in match.groups()]
+            if method == "POST":
+                return handler(*args, query=query, body=_json_body(body))
+            return handler(*args, query=query)
+        if matched_path:
+            raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed")
+        raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
+
+    # -- control ------------------------------------------------------------------------------
+    def health(self, query: dict[str, str]) -> Response:
+        return 200, {"status": "ok", "repository": str(self.repo.path), "repo_ready": self.repo.exists()}
+
+    def push(self, query: dict[str, str], body: dict[str, Any]) -> Response:
+        ref = str(body.get("ref", ""))
+        sha = str(body.get("after") or body.get("sha") or "")
+        if not ref.startswith("refs/"):
+            ref = f"refs/tags/{ref}"
+        resolved = self.repo.resolve(sha or ref)
+        if not resolved:
+            raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, f"unknown ref or sha: {sha or ref}")
+        run = self.deployer.push(ref, resolved, actor=self._actor(ref))
+        if run is None:
+            return 200, {"queued": False, "reason": f"no workflow runs on {ref} (deploy.yml: tags v*)"}
+        return 201, {**self.shapes.run(run, None), "queued": True}
+
+    def _actor(self, ref: str) -> str:
+        try:
+            email = self.repo.git("for-each-ref", "--format=%(taggeremail)", ref).strip().strip("<>")
+        except GitError:
+            email = ""
+        return self.meta.login_for(email) or "release-bot"
+
+    def reset(self, query: dict[str, str], body: dict[str, Any]) -> Response:
+        self.store.reset()
+        return 200, {"reset": True}
+
+    # -- repository and commits ---------------------------------------------------------------
+    def repository(self, query: dict[str, str]) -> Response:
+        return 200, self.shapes.repository()
+
+    def _commit_sha(self, ref: str) -> str:
+        sha = self.repo.resolve(ref)
+        if not sha:
+            raise ApiError(HTTPStatus.NOT_FOUND, f"No commit found for SHA: {ref}")
+        return sha
+
+    def get_commit(self, ref: str, query: dict[str, str]) -> Response:
+        sha = self._commit_sha(ref)
+        info = self.repo.commit(sha)
+        body = self.shapes.commit(info)
+        parent = info.parents[0] if info.parents else None
+        if parent:
+            body["files"] = self.repo.changed_files(parent, sha)
+        return 200, body
+
+    def compare(self, base: str, head: str, query: dict[str, str]) -> Response:
+        base_sha, head_sha = self._commit_sha(base), self._commit_sha(head)
+        merge_base = self.repo.merge_base(base_sha, head_sha)
+        ahead = self.repo.count(f"{base_sha}..{head_sha}")
+        behind = self.repo.count(f"{head_sha}..{base_sha}")
+        if ahead == behind == 0:
+            status = "identical"
+        else:
+            status = "ahead" if behind == 0 else "behind" if ahead == 0 else "diverged"
+        commits = self.repo.commits(f"{base_sha}..{head_sha}")[:250]
+        return 200, {
+            "url": f"{self.shapes.api}/compare/{base}...{head}",
+            "html_url": f"{self.shapes.html}/compare/{base}...{head}",
+            "permalink_url": f"{self.shapes.html}/compare/{base_sha[:7]}...{head_sha[:7]}",
+            "base_commit": self.shapes.commit(self.repo.commit(base_sha)),
+            "merge_base_commit": self.shapes.commit(self.repo.commit(merge_base)) if merge_base else None,
+            "status": status,
+            "ahead_by": ahead,
+            "behind_by": behind,
+            "total_commits": ahead,
+            "commits": [self.shapes.commit(c) for c in commits],
+            "files": self.repo.changed_files(merge_base or base_sha, head_sha),
+        }
+
+    def list_tags(self, query: dict[str, str]) -> Response:
+        tags = sorted(self.repo.tags().items(), reverse=True)
+        return 200, _page(
+            [{"name": name, "commit": {"sha": sha, "url": f"{self.shapes.api}/commits/{sha}"}} for name, sha in tags],
+            query,
+        )
+
+    # -- pull requests ------------------------------------------------------------------------
+    def commit_pulls(self, ref: str, query: dict[str, str]) -> Response:
+        sha = self._commit_sha(ref)
+        pulls = [p for p in self.meta.pulls() if p.get("merge_commit_sha") == sha or sha in p.get("commits", [])]
+        return 200, [self.shapes.pull(p) for p in pulls]
+
+    def _pull(self, number: str) -> dict[str, Any]:
+        pr = self.meta.pull(int(number))
+        if pr is None:
+            raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
+        return pr
+
+    def get_pull(self, number: str, query: dict[str, str]) -> Response:
+        return 200, self.shapes.pull(self._pull(number), full=True)
+
+    def pull_reviews(self, number: str, query: dict[str, str]) -> Response:
+        pr = self._pull(number)
+        return 200, _page([self.shapes.review(pr, r) for r in pr.get("reviews", [])], query)
+
+    def pull_commits(self, number: str, query: dict[str, str]) -> Response:
+        pr = self._pull(number)
+        return 200, _page([self.shapes.commit(self.repo.commit(sha)) for sha in pr.get("commits", [])], query)
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check_records(self, sha: str) -> list[dict[str, Any]]:
+        records = self.meta.check_runs(sha)
+        for run in self.store.list_runs():
+            if run["head_sha"] != sha:
+                continue
+            for job in run["jobs"]:
+                records.append(
+                    {
+                        "id": job["id"],
+                        "name": job["name"],
+                        "status": job["status"],
+                        "conclusion": job["conclusion"],
+                        "started_at": job["started_at"],
+                        "completed_at": job["completed_at"],
+                        "html_url": f"{self.shapes.html}/actions/runs/{run['id']}/job/{job['id']}",
+                    }
+                )
+        return records
+
+    def check_runs(self, ref: str, query: dict[str, str]) -> Response:
+        sha = self._commit_sha(ref)
+        records = self._check_records(sha)
+        if query.get("check_name"):
+            records = [r for r in records if r["name"] == query["check_name"]]
+        runs = [self.shapes.check_run(sha, r, i) for i, r in enumerate(records)]
+        return 200, {"total_count": len(runs), "check_runs": runs}
+
+    def combined_status(self, ref: str, query: dict[str, str]) -> Response:
+        sha = self._commit_sha(ref)
+        records = self._check_records(sha)
+        conclusions = [r.get("conclusion") for r in records]
+        if not records or any(r["status"] != "completed" for r in records):
+            state = "pending"
+        elif all(c in ("success", "skipped", "neutral") for c in conclusions):
+            state = "success"
+        else:
+            state = "failure"
+        statuses = [
+            {"state": "success" if r.get("conclusion") == "success" else state, "context": r["name"],
+             "description": r.get("conclusion") or r["status"], "target_url": r.get("html_url"),
+             "created_at": r.get("started_at"), "updated_at": r.get("completed_at")}
+            for r in records
+        ]
+        return 200, {"state": state, "sha": sha, "total_count": len(statuses), "statuses": statuses,
+                     "repository": self.shapes.repository()}
+
+    # -- workflow runs ------------------------------------------------------------------------
+    def _head(self, sha: str) -> Any:
+        try:
+            return self.repo.commit(sha)
+        except GitError:
+            return None
+
+    def list_runs(self, query: dict[str, str]) -> Response:
+        runs = self.store.list_runs()
+        for key in ("head_sha", "event"):
+            if query.get(key):
+                runs = [r for r in runs if r[key] == query[key]]
+        if query.get("branch"):
+            runs = [r for r in runs if r["head_branch"] == query["branch"]]
+        if query.get("status"):
+            wanted = query["status"]
+            runs = [r for r in runs if wanted in (r["status"], r["conclusion"])]
+        page = _page(runs, query)
+        shaped = [self.shapes.run(r, self._head(r["head_sha"])) for r in page]
+        return 200, {"total_count": len(runs), "workflow_runs": shaped}
+
+    def _run(self, run_id: str) -> dict[str, Any]:
+        run = self.store.get_run(int(run_id))
+        if run is None:
+            raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
+        return run
+
+    def get_run(self, run_id: str, query: dict[str, str]) -> Response:
+        run = self._run(run_id)
+        return 200, self.shapes.run(run, self._head(run["head_sha"]))
+
+    def list_jobs(self, run_id: str, query: dict[str, str]) -> Response:
+        run = self._run(run_id)
+        jobs = [self.shapes.job(run, j) for j in run["jobs"]]
+        return 200, {"total_count": len(jobs), "jobs": _page(jobs, query)}
+
+    def get_job(self, job_id: str, query: dict[str, str]) -> Response:
+        found = self.store.find_job(int(job_id))
+        if found is None:
+            raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
+        return 200, self.shapes.job(*found)
+
+    def job_logs(self, job_id: str, query: dict[str, str]) -> Response:
+        found = self.store.find_job(int(job_id))
+        if found is None:
+            raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
+        return 200, "\n".join(found[1]["log"]) + "\n"
+
+    def run_page(self, run_id: str, query: dict[str, str]) -> Response:
+        run = self._run(run_id)
+        rows = []
+        for job in run["jobs"]:
+            rows.append(f"<h2>{html.escape(job['name'])}: {job['conclusion'] or job['status']}</h2><ol>")
+            rows += [f"<li>{html.escape(s['name'])} — {s['conclusion'] or s['status']}</li>" for s in job["steps"]]
+            rows.append("</ol><pre>" + html.escape("\n".join(job["log"])) + "</pre>")
+        title = f"{run['name']} #{run['run_number']} ({run['head_branch']})"
+        page = f"<!doctype html><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1>{''.join(rows)}"
+        return 200, _Html(page)
+
+    # -- releases -----------------------------------------------------------------------------
+    def list_releases(self, query: dict[str, str]) -> Response:
+        return 200, _page([self.shapes.release(r) for r in self.store.list_releases()], query)
+
+    def latest_release(self, query: dict[str, str]) -> Response:
+        published = [r for r in self.store.list_releases() if not r.get("draft") and not r.get("prerelease")]
+        if not published:
+            raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
+        return 200, self.shapes.release(published[0])
+
+    def release_by_tag(self, tag: str, query: dict[str, str]) -> Response:
+        for release in self.store.list_releases():
+            if release["tag_name"] == tag:
+                return 200, self.shapes.release(release)
+        raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
+
+    def create_release(self, query: dict[str, str], body: dict[str, Any]) -> Response:
+        tag = str(body.get("tag_name") or "")
+        if not tag:
+            raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Validation Failed",
+                           [{"resource": "Release", "code": "missing_field", "field": "tag_name"}])
+        if any(r["tag_name"] == tag for r in self.store.list_releases()):
+            raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Validation Failed",
+                           [{"resource": "Release", "code": "already_exists", "field": "tag_name"}])
+        target = str(body.get("target_commitish") or "main")
+        tags = self.repo.tags()
+        if tag in tags:
+            target_sha = tags[tag]
+        else:
+            target_sha = self.repo.resolve(target) or ""
+            if not target_sha:
+                raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Validation Failed",
+                               [{"resource": "Release", "code": "invalid", "field": "target_commitish"}])
+            self.repo.create_tag(tag, target_sha)
+            self.deployer.push(f"refs/tags/{tag}", target_sha, actor="release-bot")
+        release = self.store.add_release(
+            {
+                "tag_name": tag,
+                "target_commitish": target,
+                "target_sha": target_sha,
+                "name": body.get("name") or tag,
+                "body": body.get("body") or "",
+                "draft": bool(body.get("draft", False)),
+                "prerelease": bool(body.get("prerelease", False)),
+                "make_latest": str(body.get("make_latest", "true")),
+                "created_at": now_iso(),
+                "author": "release-bot",
+            }
+        )
+        return 201, self.shapes.release(release)
+
+
+class _Html(str):
+    """A handler result served as text/html."""
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as error:
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"Problems parsing JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "Problems parsing JSON: expected an object")
+    return data
+
+
+def _page(items: list[Any], query: dict[str, str]) -> list[Any]:
+    """GitHub pagination: per_page (default 30, max 100) and page (from 1)."""
+    try:
+        per_page = min(max(int(query.get("per_page", 30)), 1), 100)
+        page = max(int(query.get("page", 1)), 1)
+    except ValueError as error:
+        raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, f"Invalid pagination: {error}") from error
+    return items[(page - 1) * per_page : page * per_page]
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One request: decode, dispatch to the app, encode JSON with GitHub's headers."""
+
+    app: GitHubTwin
+    server_version = "GitHub.com-twin"
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        try:
+            status, payload = self.app.handle(method, parts.path, query, body)
+        except ApiError as error:
+            status = error.status
+            payload = {"message": error.message, "documentation_url": "https://docs.github.com/rest",
+                       "status": str(error.status)}
+            if error.errors:
+                payload["errors"] = error.errors
+        except GitError as error:
+            status, payload = 422, {"message": str(error), "documentation_url": "https://docs.github.com/rest"}
+        if isinstance(payload, _Html):
+            data, content_type = payload.encode(), "text/html; charset=utf-8"
+        elif isinstance(payload, str):
+            data, content_type = payload.encode(), "text/plain; charset=utf-8"
+        else:
+            data, content_type = json.dumps(payload).encode(), "application/json; charset=utf-8"
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-GitHub-Api-Version", API_VERSION)
+        self.send_header("X-RateLimit-Limit", "5000")
+        self.send_header("X-RateLimit-Remaining", "4999")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+
+def make_server(app: GitHubTwin, port: int) -> ThreadingHTTPServer:
+    """A threaded server on 127.0.0.1:port (0 = any free port); sets the app's base URL."""
+    handler = type("BoundHandler", (Handler,), {"app": app})
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    app.shapes.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    return server
