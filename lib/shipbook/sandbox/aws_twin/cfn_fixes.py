@@ -8,6 +8,8 @@
   through `update_service`, so the ECS rollout extension sees it like an API call.
 - Fn::GetAtt of LoadBalancerFullName / TargetGroupFullName (the CloudWatch dimension values)
   is not implemented for ALBs and target groups; added.
+- Fn::GetAtt of a log group's Arn lacks the `:*` suffix AWS returns (the form IAM policies use
+  to cover the group's streams); added.
 - UpdateStack only modifies resources whose own text or `Ref`'d parameters changed, so a new
   `ImageTag` produced a new task definition but left the service on the old one. The diff now
   follows `Ref`, `Fn::GetAtt`, `Fn::Sub` and `DependsOn` to dependents, in dependency order.
@@ -24,6 +26,7 @@ from moto.cloudformation.parsing import ResourceMap
 from moto.core.utils import pascal_to_camelcase, remap_nested_keys
 from moto.ecs.models import Cluster, Service, TaskDefinition, ecs_backends
 from moto.elbv2.models import FakeLoadBalancer, FakeTargetGroup
+from moto.logs.models import LogGroup
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +188,15 @@ def _tg_attribute(self: FakeTargetGroup, attribute_name: str) -> Any:
     return values[attribute_name]
 
 
+_original_log_group_attribute = LogGroup.get_cfn_attribute
+
+
+def _log_group_attribute(self: LogGroup, attribute_name: str) -> Any:
+    if attribute_name == "Arn":
+        return f"{self.arn}:*"
+    return _original_log_group_attribute(self, attribute_name)
+
+
 # --------------------------------------------------------------------- UpdateStack diff
 def references(node: Any, depends_on: bool = True) -> set[str]:
     """Names a template fragment uses: Ref, Fn::GetAtt, Fn::Sub variables (and DependsOn)."""
@@ -267,4 +279,5 @@ def install() -> None:
     FakeLoadBalancer.get_cfn_attribute = _lb_attribute  # type: ignore[method-assign]
     FakeTargetGroup.has_cfn_attr = classmethod(_tg_has_attr)  # type: ignore[method-assign,assignment]
     FakeTargetGroup.get_cfn_attribute = _tg_attribute  # type: ignore[attr-defined]
+    LogGroup.get_cfn_attribute = _log_group_attribute  # type: ignore[method-assign]
     log.debug("CloudFormation fixes installed")
