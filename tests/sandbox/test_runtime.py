@@ -449,3 +449,34 @@ def test_crash_on_start_fails_and_the_old_version_keeps_serving(sandbox_factory:
     wait_for(lambda: [d["rolloutState"] for d in box.service()["deployments"]] == ["COMPLETED"], 30, "the rollback")
     assert set(served) == {"v0.9.0"}, served
     assert box.version() == "v0.9.0"
+
+
+@pytest.fixture
+def seeded_twin(tmp_path: Path) -> Iterator[str]:
+    """A seeded AWS twin of our own (scenarios change it; the session's shared twin stays clean)."""
+    from shipbook.sandbox.aws_twin import seed
+
+    box = Sandbox(tmp_path, "healthy")
+    box.spawn("aws", "shipbook.sandbox.aws_twin", "--port", str(box.ports["aws"]), "--state-dir", str(tmp_path))
+    try:
+        wait_for(lambda: _ok(f"{box.aws_url}/_sandbox/health"), 60, "the AWS twin")
+        seed.seed(box.aws_url)
+        yield box.aws_url
+    finally:
+        box.down()
+
+
+def test_twin_scenarios_are_visible_through_the_apis(seeded_twin: str) -> None:
+    from shipbook.sandbox import scenarios
+
+    assert scenarios.apply_twin("healthy", seeded_twin) == []
+    assert scenarios.apply_twin("latency-regression", seeded_twin) == []
+    done = scenarios.apply_twin("open-port", seeded_twin)
+    assert done and "tcp/22" in done[0]
+    group = scenarios.service_security_group(aws(seeded_twin, "ecs"))
+    rules = aws(seeded_twin, "ec2").describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    assert any(r.get("FromPort") == 22 and {"CidrIp": "0.0.0.0/0"}.items() <= r["IpRanges"][0].items()
+               for r in rules if r.get("IpRanges"))
+    assert requests.get(f"{seeded_twin}/_sandbox/faults", timeout=5).json()["rds_snapshot_failure"] is False
+    scenarios.apply_twin("snapshot-failure", seeded_twin)
+    assert requests.get(f"{seeded_twin}/_sandbox/faults", timeout=5).json()["rds_snapshot_failure"] is True
