@@ -38,6 +38,7 @@ def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     args = parse_args(["--state-dir", str(state), "--aws-url", "http://127.0.0.1:9", "--step-seconds", "0"])
     app, deployer = build_app(args)
     server = make_server(app, 0)
+    assert app.record_history() == 1 and app.record_history() == 0
     repo_builder.set_github_url(bare, app.shapes.base_url)
     deployer.start()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -110,6 +111,13 @@ def test_releases(twin: Running) -> None:
     again = twin.post(f"{REPO}/releases", {"tag_name": "v0.9.0"})
     assert again.status_code == 422 and again.json()["errors"][0]["code"] == "already_exists"
     assert twin.get(f"{REPO}/releases/latest").json()["tag_name"] == "v0.9.0"
+
+
+def test_previous_deploy_is_in_the_history(twin: Running) -> None:
+    runs = twin.get(f"{REPO}/actions/runs", branch="v0.9.0").json()["workflow_runs"]
+    oldest = runs[-1]
+    assert oldest["conclusion"] == "success" and oldest["created_at"].startswith("2025-")
+    assert oldest["head_sha"] == git(twin.bare, "rev-parse", "v0.9.0^{commit}")
 
 
 def wait_run(twin: Running, branch: str, timeout: float = 30.0) -> dict[str, Any]:

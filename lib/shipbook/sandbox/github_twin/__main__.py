@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     app, deployer = build_app(args)
     server = make_server(app, args.port)
     if app.repo.exists():
+        app.record_history()
         subprocess.run(["git", "--git-dir", str(app.repo.path), "config", "shipbook.githubUrl",
                         app.shapes.base_url], check=False)
     deployer.start()

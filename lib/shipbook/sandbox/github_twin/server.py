@@ -19,12 +19,13 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from shipbook.sandbox.github_twin.deployer import Deployer
+from shipbook.sandbox.github_twin.deployer import JOBS, WORKFLOW_NAME, WORKFLOW_PATH, Deployer
 from shipbook.sandbox.github_twin.gitrepo import GitError, Repo
 from shipbook.sandbox.github_twin.shapes import REPO_FULL_NAME, Metadata, Shapes
 from shipbook.sandbox.github_twin.store import Store, now_iso
@@ -82,6 +83,24 @@ class GitHubTwin:
             ("GET", re.compile(prefix + r"/tags"), self.list_tags),
             ("GET", re.compile("/" + re.escape(REPO_FULL_NAME) + r"/actions/runs/(\d+)(?:/job/\d+)?"), self.run_page),
         ]
+
+    def record_history(self) -> int:
+        """Add the metadata's past deployments as completed runs, once (the store is empty)."""
+        if self.store.list_runs():
+            return 0
+        added = 0
+        for past in self.meta.data().get("deployments", []):
+            sha = self.repo.resolve(past["sha"])
+            if not sha:
+                continue
+            self.store.add_history(
+                name=WORKFLOW_NAME, path=WORKFLOW_PATH, head_sha=sha, head_branch=past["tag"],
+                message=self.repo.commit(sha).message, actor=self._actor(f"refs/tags/{past['tag']}"), jobs=JOBS,
+                started=datetime.fromisoformat(past["created_at"].replace("Z", "+00:00")),
+                conclusion=past.get("conclusion", "success"),
+            )
+            added += 1
+        return added
 
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> Response:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,11 @@ FIRST_RELEASE_ID = 170_000_001
 
 def now_iso() -> str:
     """Now in GitHub's timestamp format."""
-    return datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _stamp(datetime.now(tz=UTC))
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -136,6 +140,28 @@ class Store:
             self.runs.append(run)
             self.save()
             return copy.deepcopy(run)
+
+    def add_history(self, *, name: str, path: str, head_sha: str, head_branch: str, message: str, actor: str,
+                    jobs: list[tuple[str, list[str]]], started: datetime, conclusion: str) -> dict[str, Any]:
+        """A completed run from before the twin started (the deploy of the previous release)."""
+        run = self.new_run(name=name, path=path, head_sha=head_sha, head_branch=head_branch, event="push",
+                           message=message, actor=actor, jobs=jobs)
+        clock = started
+        with self.lock:
+            stored = self._run(run["id"])
+            stored.update(created_at=_stamp(clock), run_started_at=_stamp(clock))
+            for job in stored["jobs"]:
+                job.update(created_at=_stamp(clock), started_at=_stamp(clock), status="completed",
+                           conclusion=conclusion)
+                for step in job["steps"]:
+                    step.update(started_at=_stamp(clock), status="completed", conclusion=conclusion)
+                    clock += timedelta(seconds=20)
+                    step["completed_at"] = _stamp(clock)
+                job["completed_at"] = _stamp(clock)
+                job["log"].append(f"{_stamp(clock)} (history: this run happened before the sandbox started)")
+            stored.update(status="completed", conclusion=conclusion, updated_at=_stamp(clock))
+            self.save()
+            return copy.deepcopy(stored)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         with self.lock:
