@@ -22,7 +22,7 @@ EXCERPT_LINES = 15
 def find_section(text: str, version: str) -> tuple[str, str] | None:
     """(heading, body) of `version`'s section, or None."""
     bare = re.escape(version.removeprefix("v"))
-    heading = re.compile(rf"^##[ \t]+\[?v?{bare}\]?(?=[\s(:—-]|$).*$", re.MULTILINE)
+    heading = re.compile(rf"^##[ \t]+\[?v?{bare}\]?(?=[\s:(]|$).*$", re.MULTILINE)
     m = heading.search(text)
     if not m:
         return None

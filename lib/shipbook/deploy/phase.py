@@ -26,7 +26,7 @@ from shipbook.deploy import version as version_mod
 from shipbook.deploy.health import SAMPLE_COLUMNS, HealthStage, Probe, http_probe
 from shipbook.deploy.model import CHECK_IDS, CLOUDFORMATION, ECS, HEALTH, PHASE, WORKFLOW, Check, iso, utcnow
 from shipbook.deploy.plan import Plan, TagResult, apply_tag
-from shipbook.deploy.poll import Clock, Reporter, Sleep, Stage, WatchSettings, event_line, monitor
+from shipbook.deploy.poll import Clock, Reporter, Sleep, Stage, WatchSettings, monitor
 from shipbook.deploy.timeline import Timeline, chart
 from shipbook.deploy.workflow import JOB_COLUMNS, WorkflowStage
 from shipbook.github import GitHub
@@ -225,7 +225,6 @@ def watch(dep: Deployment, *, settings: WatchSettings | None = None, now: Clock 
         return out
     settings = settings or WatchSettings.from_env(dep.env)
     timeline = Timeline(started=dep.started)
-    timeline.listener = lambda e: report(event_line(timeline, e))
     stages = build_stages(dep, timeline, settings, probe)
     report(f"watching {', '.join(s.name for s in stages)} (deadlines: " +
            ", ".join(f"{s.name} {s.deadline:.0f}s" for s in stages) +

@@ -130,6 +130,13 @@ def monitor(stages: list[Stage], timeline: Timeline, *, settings: WatchSettings,
     due = {s.id: started for s in stages}
     interval = {s.id: settings.poll_initial for s in stages}
     last_line = now()
+
+    def emit(line: str) -> None:
+        nonlocal last_line
+        report(line)
+        last_line = now()
+
+    timeline.listener = lambda e: emit(event_line(timeline, e))
     while True:
         for s in stages:
             if s.done:
@@ -157,8 +164,7 @@ def monitor(stages: list[Stage], timeline: Timeline, *, settings: WatchSettings,
         if not active:
             return t
         if (t - last_line).total_seconds() >= settings.heartbeat:
-            report(progress_line(timeline, t, stages))
-            last_line = t
+            emit(progress_line(timeline, t, stages))
         wake = min(due[s.id] for s in active)
         limit = min(settings.heartbeat - (t - last_line).total_seconds(),
                     min(started.timestamp() + s.deadline for s in active) - t.timestamp())
