@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +45,8 @@ _COMPARE: dict[str, tuple[Callable[[float, float], bool], str]] = {
     "LessThanOrEqualToThreshold": (operator.le, "less than or equal to"),
 }
 _REGION_TITLES = {REGION: REGION_TITLE, "us-east-1": "US East (N. Virginia)"}
+_EPOCH = datetime(1970, 1, 1)
+_STALE_RUN = 500
 
 
 # ------------------------------------------------------------------ time helpers
@@ -205,31 +207,68 @@ def transition(backend: CloudWatchBackend, alarm: Alarm, state: str, reason: str
 
 
 # ------------------------------------------------------------------- evaluation
-def _matches(alarm: Alarm, datum: MetricDatumBase) -> bool:
-    if datum.name != alarm.metric_name or datum.namespace != alarm.namespace:
-        return False
-    if alarm.unit and datum.unit != alarm.unit:
-        return False
-    return sorted(datum.dimensions) == sorted(alarm.dimensions)
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
-def _windows(alarm: Alarm, data: Iterable[MetricDatumBase], now: datetime) -> list[tuple[datetime, list[Any]]]:
-    """The alarm's N evaluation periods, oldest first, each with its datapoints."""
+class _SeriesIndex:
+    """moto keeps all metric data in one growing list; index it per series, incrementally.
+
+    Each tick only the datums appended since the last tick are read, so evaluating the alarms
+    stays cheap while the traffic generator publishes a value per request for hours.
+    """
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.source: list[MetricDatumBase] | None = None
+        self.series: dict[SeriesKey, list[MetricDatumBase]] = {}
+
+    @staticmethod
+    def key(namespace: str, name: str, dimensions: Iterable[Any]) -> SeriesKey:
+        return namespace, name, tuple(sorted((d.name, d.value) for d in dimensions))
+
+    def data(self, backend: CloudWatchBackend, alarm: Alarm) -> list[MetricDatumBase]:
+        source = backend.metric_data
+        if source is not self.source or len(source) < self.seen:  # a reset backend: start over
+            self.source, self.seen, self.series = source, 0, {}
+        for datum in source[self.seen :]:
+            self.series.setdefault(self.key(datum.namespace, datum.name, datum.dimensions), []).append(datum)
+        self.seen = len(source)
+        found = self.series.get(self.key(alarm.namespace, alarm.metric_name, alarm.dimensions), [])
+        return [d for d in found if d.unit == alarm.unit] if alarm.unit else found
+
+
+_INDEX = _SeriesIndex()
+
+
+def _windows(alarm: Alarm, data: Sequence[MetricDatumBase], now: datetime) -> list[tuple[datetime, list[Any]]]:
+    """The alarm's N evaluation periods, oldest first, each with its datapoints.
+
+    `data` is in arrival order, which follows time closely, so it is read from the newest end and
+    the scan stops after a run of datums older than the window (late data within the window is
+    still found unless `_STALE_RUN` older datums arrived after it).
+    """
     period = int(alarm.period)
     count = int(alarm.evaluation_periods)
-    epoch = datetime(1970, 1, 1)
-    current = epoch + timedelta(seconds=int((now - epoch).total_seconds()) // period * period)
-    first = current - timedelta(seconds=period * (count - 1))
-    buckets: dict[datetime, list[Any]] = {}
-    for datum in data:
-        ts = naive_utc(datum.timestamp)
-        if first - timedelta(seconds=period) <= ts < current + timedelta(seconds=period):
-            start = epoch + timedelta(seconds=int((ts - epoch).total_seconds()) // period * period)
-            buckets.setdefault(start, []).append(datum)
-    if current not in buckets:  # the current period has no data yet: look at the N before it
-        current -= timedelta(seconds=period)
-    starts = [current - timedelta(seconds=period * i) for i in reversed(range(count))]
-    return [(start, buckets.get(start, [])) for start in starts]
+    current_epoch = int((now - _EPOCH).total_seconds()) // period * period
+    first_epoch = current_epoch - period * (count - 1)
+    low, high = first_epoch - period, current_epoch + period
+    buckets: dict[int, list[Any]] = {}
+    stale = 0
+    for datum in reversed(data):
+        ts = datum.timestamp if datum.timestamp.tzinfo is None else naive_utc(datum.timestamp)
+        seconds = (ts - _EPOCH).total_seconds()
+        if seconds < low:
+            stale += 1
+            if stale >= _STALE_RUN:
+                break
+            continue
+        stale = 0
+        if seconds < high:
+            buckets.setdefault(int(seconds) // period * period, []).append(datum)
+    if current_epoch not in buckets:  # the current period has no data yet: look at the N before it
+        current_epoch -= period
+    starts = [current_epoch - period * i for i in reversed(range(count))]
+    return [(_EPOCH + timedelta(seconds=start), buckets.get(start, [])) for start in starts]
 
 
 def evaluate(backend: CloudWatchBackend, alarm: Alarm, now: datetime | None = None) -> tuple[str, str, str] | None:
@@ -243,7 +282,7 @@ def evaluate(backend: CloudWatchBackend, alarm: Alarm, now: datetime | None = No
     compare, words = _COMPARE[alarm.comparison_operator]
     threshold = float(alarm.threshold)
     needed = int(alarm.datapoints_to_alarm or alarm.evaluation_periods)
-    windows = _windows(alarm, (d for d in backend.metric_data if _matches(alarm, d)), now)
+    windows = _windows(alarm, _INDEX.data(backend, alarm), now)
     points = [(start, statistic(data, stat), len(data)) for start, data in windows]
     present = [(start, value, n) for start, value, n in points if value is not None]
     missing = len(points) - len(present)
