@@ -480,3 +480,44 @@ def test_twin_scenarios_are_visible_through_the_apis(seeded_twin: str) -> None:
     assert requests.get(f"{seeded_twin}/_sandbox/faults", timeout=5).json()["rds_snapshot_failure"] is False
     scenarios.apply_twin("snapshot-failure", seeded_twin)
     assert requests.get(f"{seeded_twin}/_sandbox/faults", timeout=5).json()["rds_snapshot_failure"] is True
+
+
+def alb_window(box: Sandbox, name: str, stat: str, start: datetime, end: datetime) -> list[float]:
+    """1-second datapoints of an ALB metric between `start` and `end`."""
+    cloudwatch = aws(box.aws_url, "cloudwatch")
+    dims = next(m["Dimensions"] for m in cloudwatch.list_metrics(Namespace="AWS/ApplicationELB",
+                                                                  MetricName="RequestCount")["Metrics"])
+    extended = stat.startswith("p")
+    points = cloudwatch.get_metric_statistics(
+        Namespace="AWS/ApplicationELB", MetricName=name, Dimensions=dims, StartTime=start, EndTime=end, Period=1,
+        **({"ExtendedStatistics": [stat]} if extended else {"Statistics": [stat]}),
+    )["Datapoints"]
+    return [p["ExtendedStatistics"][stat] if extended else p[stat] for p in points]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["latency-regression", "error-spike"])
+def test_runtime_faults_show_in_the_metrics(scenario: str, sandbox_factory: Callable[[str], Sandbox]) -> None:
+    box = sandbox_factory(scenario)
+    time.sleep(6)
+    before_end = datetime.now(UTC)
+    box.push_release()
+    run = wait_for(lambda: (r := box.run()) and r["status"] == "completed" and r, 120, "the workflow run")
+    assert run["conclusion"] == "success", box.log("github")
+    assert wait_for(lambda: box.version() == "v1.0.0", 10, "v1.0.0 behind the ALB")
+    after_start = datetime.now(UTC)
+    time.sleep(8)
+    after_end = datetime.now(UTC)
+    before_start = before_end - timedelta(seconds=6)
+    if scenario == "latency-regression":
+        before = alb_window(box, "TargetResponseTime", "Maximum", before_start, before_end)
+        after = alb_window(box, "TargetResponseTime", "Maximum", after_start, after_end)
+        assert before and max(before) < 0.2
+        assert after and max(after) >= 0.25
+    else:
+        before = alb_window(box, "HTTPCode_Target_5XX_Count", "Sum", before_start, before_end)
+        after = alb_window(box, "HTTPCode_Target_5XX_Count", "Sum", after_start, after_end)
+        assert sum(before) == 0
+        assert sum(after) > 0
+        events = aws(box.aws_url, "logs").filter_log_events(logGroupName="/ecs/demo-web", filterPattern="KeyError")
+        assert events["events"], "the 500s' tracebacks reach CloudWatch Logs"
