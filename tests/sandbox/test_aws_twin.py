@@ -77,6 +77,11 @@ def test_security_groups_open_only_what_the_contract_says(aws_twin: Twin) -> Non
     assert ingress("AlbSecurityGroup") == {(80, "0.0.0.0/0"), (443, "0.0.0.0/0")}
     assert ingress("AppSecurityGroup") == {(8000, groups["AlbSecurityGroup"])}
     assert ingress("DbSecurityGroup") == {(5432, groups["AppSecurityGroup"])}
+    database = aws_twin.client("rds").describe_db_instances(DBInstanceIdentifier="shipbook-demo-db")["DBInstances"][0]
+    assert [g["VpcSecurityGroupId"] for g in database["VpcSecurityGroups"]] == [groups["DbSecurityGroup"]]
+    assert (database["Engine"], database["Endpoint"]["Port"]) == ("postgres", 5432)
+    assert database["PubliclyAccessible"] is False
+    assert database["DeletionProtection"] and database["MasterUserSecret"]["SecretStatus"] == "active"
 
 
 def test_state_written_by_one_process_is_read_by_another(aws_twin: Twin) -> None:

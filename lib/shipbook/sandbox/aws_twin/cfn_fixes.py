@@ -8,6 +8,8 @@
   through `update_service`, so the ECS rollout extension sees it like an API call.
 - Fn::GetAtt of LoadBalancerFullName / TargetGroupFullName (the CloudWatch dimension values)
   is not implemented for ALBs and target groups; added.
+- AWS::RDS::DBInstance ignores VPCSecurityGroups (the database got the VPC's default group),
+  DeletionProtection and ManageMasterUserPassword; applied after moto creates the instance.
 - Fn::GetAtt of a log group's Arn lacks the `:*` suffix AWS returns (the form IAM policies use
   to cover the group's streams); added.
 - UpdateStack only modifies resources whose own text or `Ref`'d parameters changed, so a new
@@ -27,6 +29,7 @@ from moto.core.utils import pascal_to_camelcase, remap_nested_keys
 from moto.ecs.models import Cluster, Service, TaskDefinition, ecs_backends
 from moto.elbv2.models import FakeLoadBalancer, FakeTargetGroup
 from moto.logs.models import LogGroup
+from moto.rds.models import DBInstance, MasterUserSecret
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,29 @@ def _service_update(
     service = backend.update_service(update)
     _service_extras(service, props, kw)
     return service
+
+
+# ----------------------------------------------------------------- RDS DBInstance
+_original_db_create = DBInstance.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+
+def _truthy(value: Any) -> bool:
+    return value in (True, "true", "True")
+
+
+def _db_instance_create(
+    cls: type, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+) -> DBInstance:
+    props = cloudformation_json["Properties"]
+    database = _original_db_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+    if props.get("VPCSecurityGroups"):
+        database.vpc_security_group_ids = [_name(g, "group_id") for g in props["VPCSecurityGroups"]]
+    database.deletion_protection = _truthy(props.get("DeletionProtection"))
+    if _truthy(props.get("ManageMasterUserPassword")) and not database.manage_master_user_password:
+        database.manage_master_user_password = True
+        database.master_user_secret = MasterUserSecret(database, props.get("MasterUserSecret", {}).get("KmsKeyId"))
+        database.master_user_secret._status = "active"  # RDS has rotated it in by the time the stack completes
+    return database
 
 
 # --------------------------------------------------------------- ELBv2 attributes
@@ -280,4 +306,5 @@ def install() -> None:
     FakeTargetGroup.has_cfn_attr = classmethod(_tg_has_attr)  # type: ignore[method-assign,assignment]
     FakeTargetGroup.get_cfn_attribute = _tg_attribute  # type: ignore[attr-defined]
     LogGroup.get_cfn_attribute = _log_group_attribute  # type: ignore[method-assign]
+    DBInstance.create_from_cloudformation_json = classmethod(_db_instance_create)  # type: ignore[method-assign,assignment]
     log.debug("CloudFormation fixes installed")
