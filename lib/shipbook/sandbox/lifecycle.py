@@ -84,8 +84,13 @@ class Sandbox:
             return False
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             return False
+        if stat and stat[0] in ("Z", "X"):
+            return False
+        if not cmdline:  # between fork and exec the command line is momentarily empty
+            return True
         return f"shipbook.sandbox.{'aws_twin' if name == 'aws' else name.replace('-', '_')}" in cmdline \
             or f"shipbook.sandbox.{name}" in cmdline
 
