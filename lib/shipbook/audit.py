@@ -26,7 +26,8 @@ SCHEMA = 1
 RECORD = "run.json"
 LEDGER = "ledger.jsonl"
 GENESIS = "0" * 64
-RUNS_ROOT = Path(__file__).resolve().parents[2] / "runs"
+# SHIPBOOK_RUNS_DIR points the audit trail elsewhere (tests, a shared volume).
+RUNS_ROOT = Path(os.environ.get("SHIPBOOK_RUNS_DIR") or Path(__file__).resolve().parents[2] / "runs").resolve()
 
 
 def sha256_file(path: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import os
 import re
 import tomllib
 import types
@@ -22,7 +23,8 @@ from shipbook.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_DIR = PROJECT_ROOT / "environments"
-SANDBOX_DIR = PROJECT_ROOT / ".sandbox"
+# SHIPBOOK_SANDBOX_DIR lets a test or a second checkout run its own twin beside the default one.
+SANDBOX_DIR = Path(os.environ.get("SHIPBOOK_SANDBOX_DIR") or PROJECT_ROOT / ".sandbox").resolve()
 SANDBOX_ACCOUNT = "123456789012"
 # The emulator accepts any credentials; these dummies are the documented moto ones, not a secret.
 SANDBOX_CREDENTIAL = "testing"  # nosec B105

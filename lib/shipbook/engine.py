@@ -52,6 +52,11 @@ class IPCKernelManager(AsyncKernelManager):
 def describe(cell: Any, index: int) -> str:
     """A cell's `papermill_description`, else its first meaningful line: how progress and errors name it."""
     source = cell.get("source", "") or ""
+    tags = cell.get("metadata", {}).get("tags", [])
+    if "parameters" in tags:
+        return "Default parameters"
+    if "injected-parameters" in tags:
+        return "Parameters of this run"
     marker = "papermill_description="
     if marker in source:
         return source.split(marker, 1)[1].split()[0].replace("_", " ")

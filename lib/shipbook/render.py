@@ -31,6 +31,9 @@ from shipbook.redact import Redactor, atomic_write_text
 __all__ = ["CJK_FONT_FALLBACK", "get_exporter", "render_notebook", "write_index"]
 
 log = logging.getLogger(__name__)
+# nbconvert warns on every chart without alt text; that is noise in the terminal, not for the operator.
+_nbconvert_log = logging.getLogger("shipbook.render.nbconvert")
+_nbconvert_log.setLevel(logging.ERROR)
 
 # Per-character fallback: Latin text keeps the system font, Japanese text finds a JP font
 # (macOS, Windows, then the Noto/IPA fonts of a Linux box) instead of tofu or Chinese glyphs.
@@ -81,7 +84,7 @@ def get_exporter(view: str) -> HTMLExporter:
     with _exporters_lock:
         exporter = _exporters.get(view)
         if exporter is None:
-            exporter = HTMLExporter(template_name="lab", raw_template=_TEMPLATE, **_VIEWS[view])
+            exporter = HTMLExporter(template_name="lab", raw_template=_TEMPLATE, log=_nbconvert_log, **_VIEWS[view])
             _exporters[view] = exporter
         return exporter
 

@@ -131,15 +131,15 @@ class EcsStage(Stage):
                            + (f" — {d['rolloutStateReason']}" if d.get("rolloutStateReason") else ""))
                 changed = True
             self._states[d["id"]] = state
-        if not self.deployment_id:
-            return changed
         ours_now = next((d for d in current if d["id"] == self.deployment_id), None)
-        self._last = ours_now or self._last
         others = [d for d in current if d["id"] != self.deployment_id]
         self.timeline.ecs.append(EcsSample(
             t, int((ours_now or {}).get("runningCount", 0)), sum(int(d.get("runningCount", 0)) for d in others),
-            int(svc.get("desiredCount", (ours_now or {}).get("desiredCount", 0))),
-            sum(int(d.get("pendingCount", 0)) for d in current), str((ours_now or {}).get("rolloutState", ""))))
+            int(svc.get("desiredCount", 0)), sum(int(d.get("pendingCount", 0)) for d in current),
+            str((ours_now or {}).get("rolloutState", ""))))
+        if not self.deployment_id:
+            return changed
+        self._last = ours_now or self._last
         self._judge(t, ours_now, new, svc)
         return changed or self.done
 

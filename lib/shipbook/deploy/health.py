@@ -142,7 +142,7 @@ class HealthStage(Stage):
             t, healthy, sum(self.targets.values()) if self.targets is not None else None,
             self.health.status if self.health else None, self.served, ok))
         ecs = stages.get(ECS)
-        ecs_ready = not self.wait_for_ecs or ecs is None or ecs.verdict == "pass"
+        ecs_ready = not self.wait_for_ecs or (ecs is not None and ecs.verdict == "pass")
         if self.good >= self.streak and ecs_ready:
             self.finish("pass", f"healthy on {self.version}: {self.status()}", t)
             changed = True

@@ -5,6 +5,10 @@ ECS rollout, the rollout moves the targets), and the chart needs the rollout obs
 it happens. Each stage is polled when it is due; an unchanged answer lengthens its interval,
 a change resets it. Clock, sleep and randomness are injected so tests never wait.
 
+A change in one stage also brings the others' next poll forward (the workflow reaching its
+deploy step means the stack and the service are about to move), so a rollout is seen from its
+first seconds without polling fast all the time.
+
 The person waiting is never left in silence: every observation is one line, and a summary
 line is written at least every `heartbeat` seconds.
 """
@@ -159,6 +163,11 @@ def monitor(stages: list[Stage], timeline: Timeline, *, settings: WatchSettings,
                                                                        interval[s.id] * settings.backoff)
             spread = interval[s.id] * settings.jitter
             due[s.id] = now() + _seconds(interval[s.id] + rng.uniform(-spread, spread))
+            if changed or s.done:  # something moved: the other stages are likely to move soon too
+                soon = now() + _seconds(settings.poll_initial)
+                for other in stages:
+                    if other is not s and not other.done and due[other.id] > soon:
+                        due[other.id], interval[other.id] = soon, settings.poll_initial
         active = [s for s in stages if not s.done]
         t = now()
         if not active:

@@ -224,7 +224,7 @@ class Sandbox:
         return stopped
 
     def wipe(self) -> None:
-        if self.root.name != ".sandbox" and not (self.root / "pids").exists():
+        if self.root.exists() and not (self.root / "pids").exists() and self.root.name != ".sandbox":
             raise InfraError(f"refusing to wipe {self.root}: not a sandbox directory")
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -273,11 +273,18 @@ def dependency_order(names: Iterable[str], resources: dict[str, Any]) -> list[st
 _original_build_resource_diff = ResourceMap.build_resource_diff
 
 
+def _normalized(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "Properties": body.get("Properties") or {}}
+
+
 def _build_resource_diff(
     self: ResourceMap, other_template: dict[str, Any], parameters: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     diff = _original_build_resource_diff(self, other_template, parameters)
-    new = other_template["Resources"]
+    new, old = other_template["Resources"], self._resource_json_map
+    # moto adds an empty Properties to the stored template of a resource that had none, which made
+    # it (and everything referring to it) look modified on every update
+    diff["Modify"] = [n for n in new if n in old and _normalized(new[n]) != _normalized(old[n])]
     changed: set[str] = set(diff["Modify"]) | set(diff["Add"])
     if parameters:
         changed |= {p for p in parameters if self.input_parameters.get(p) != parameters[p]}

@@ -82,6 +82,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def install_extensions() -> None:
     """Teach moto what it lacks (each module patches one area; order does not matter)."""
     from . import (
+        cfn_events,
         cfn_fixes,
         cfn_models,
         cw_alarms,
@@ -93,7 +94,7 @@ def install_extensions() -> None:
         sns_outbox,
     )
 
-    for module in (cfn_models, cfn_fixes, ecs_rollout, rds_snapshots, cw_percentiles, cw_alarms, sns_outbox,
+    for module in (cfn_models, cfn_fixes, cfn_events, ecs_rollout, rds_snapshots, cw_percentiles, cw_alarms, sns_outbox,
                    iam_simulate, elb_targets):
         module.install()
 
