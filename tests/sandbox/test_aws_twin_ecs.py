@@ -165,3 +165,10 @@ def test_stack_update_with_a_new_image_tag_starts_a_deployment(aws_twin: Twin) -
     assert image.endswith("/demo-app:v1.2.0")
     report(aws_twin, "demo-web", after["taskDefinition"], running=1, healthy=1)
     assert describe(aws_twin, "demo-web")["deployments"][0]["rolloutState"] == "COMPLETED"
+    events = cloudformation.describe_stack_events(StackName="shipbook-demo")["StackEvents"]
+    latest = [(e["LogicalResourceId"], e["ResourceStatus"]) for e in events][:6]
+    assert latest == [("shipbook-demo", "UPDATE_COMPLETE"),
+                      ("shipbook-demo", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS"),
+                      ("Service", "UPDATE_COMPLETE"), ("Service", "UPDATE_IN_PROGRESS"),
+                      ("TaskDefinition", "UPDATE_COMPLETE"), ("TaskDefinition", "UPDATE_IN_PROGRESS")]
+    assert any(e["LogicalResourceId"] == "Database" and e["ResourceStatus"] == "CREATE_COMPLETE" for e in events)
