@@ -123,7 +123,7 @@ class EcsStage(Stage):
                      d.get("pendingCount"), d.get("failedTasks"))
             if self._states.get(d["id"]) != state and (d["id"] not in self.base.deployment_ids or
                                                        d["id"] in self._states):
-                self.event(d.get("updatedAt") or t, f"deployment {d['id']}", str(d.get("rolloutState") or
+                self.event(t, f"deployment {d['id']}", str(d.get("rolloutState") or
                                                                                    d.get("status")),
                            f"{short_td(d.get('taskDefinition', ''))}: {d.get('runningCount', 0)}/"
                            f"{d.get('desiredCount', 0)} running, {d.get('pendingCount', 0)} pending"

@@ -55,6 +55,7 @@ class WatchSettings:
     max_calls: int = 1000
     max_errors: int = 5
     healthy_streak: int = 2
+    after_failure: float = 30.0
 
     @classmethod
     def from_env(cls, env: Any) -> WatchSettings:
@@ -142,6 +143,7 @@ def monitor(stages: list[Stage], timeline: Timeline, *, settings: WatchSettings,
 
     timeline.listener = lambda e: emit(event_line(timeline, e))
     while True:
+        _stop_after_failure(stages, now(), settings.after_failure)
         for s in stages:
             if s.done:
                 continue
@@ -179,6 +181,19 @@ def monitor(stages: list[Stage], timeline: Timeline, *, settings: WatchSettings,
                     min(started.timestamp() + s.deadline for s in active) - t.timestamp())
         pause = max(0.05, min((wake - t).total_seconds(), limit))
         sleep(pause)
+
+
+def _stop_after_failure(stages: list[Stage], t: datetime, grace: float) -> None:
+    """Once a stage has failed the phase has failed: the others get `grace` seconds to conclude, then stop."""
+    failed = [s for s in stages if s.verdict == "fail" and s.finished_at is not None]
+    if not failed:
+        return
+    first = min(failed, key=lambda s: s.finished_at or t)
+    if (t - (first.finished_at or t)).total_seconds() < grace:
+        return
+    for s in stages:
+        if not s.done:
+            s.finish("skip", f"stopped watching {grace:.0f}s after {first.id} failed; last seen {s.status()}", t)
 
 
 def _poll_once(s: Stage, t: datetime, by_id: Mapping[str, Stage], settings: WatchSettings) -> bool:

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from shipbook.deploy.model import EcsSample, Event, HealthSample
 
@@ -58,20 +59,22 @@ def chart(timeline: Timeline, version: str = "", failed: str = "") -> Figure:
         return fig
     if timeline.ecs:
         t = [timeline.offset(s.time) for s in timeline.ecs]
+        tasks_ax.step(t, [s.desired for s in timeline.ecs], where="post", label="desired", color="black",
+                      linestyle=":", linewidth=1, zorder=1)
+        tasks_ax.step(t, [s.pending for s in timeline.ecs], where="post", label="pending", color="tab:orange",
+                      linewidth=1, alpha=0.7, zorder=2)
         tasks_ax.step(t, [s.old_running for s in timeline.ecs], where="post", label="old deployment running",
-                      color="tab:gray", linewidth=2)
+                      color="tab:gray", linewidth=2.5, zorder=3)
         tasks_ax.step(t, [s.new_running for s in timeline.ecs], where="post",
                       label=f"new deployment running{f' ({version})' if version else ''}", color="tab:blue",
-                      linewidth=2)
-        tasks_ax.step(t, [s.desired for s in timeline.ecs], where="post", label="desired", color="black",
-                      linestyle=":", linewidth=1)
-        tasks_ax.step(t, [s.pending for s in timeline.ecs], where="post", label="pending", color="tab:orange",
-                      linewidth=1, alpha=0.7)
+                      linewidth=2, zorder=4)
         tasks_ax.legend(loc="upper left", fontsize="small")
     else:
         tasks_ax.text(0.5, 0.5, "no ECS deployment observed", ha="center", va="center",
                       transform=tasks_ax.transAxes)
     tasks_ax.set_ylabel("tasks")
+    tasks_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    health_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     tasks_ax.set_title(f"Deploy {version}".strip() + (f" — failed: {failed}" if failed else ""))
     if timeline.health:
         t = [timeline.offset(s.time) for s in timeline.health]

@@ -119,6 +119,8 @@ class WorkflowStage(Stage):
             key = f"job {job.get('name')}"
             changed |= self._transition(t, key, job, job.get("html_url", ""))
             for step in job.get("steps", []):
+                if step.get("status") == "queued":  # steps start queued; their start is the news
+                    continue
                 changed |= self._transition(t, f"{key} / {step.get('name')}", step, job.get("html_url", ""))
         return changed
 
