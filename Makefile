@@ -7,13 +7,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ENV ?= sandbox
 SB := $(PY) -m shipbook
-VERSION_ARGS = $(VERSION) --env $(ENV) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume $(RESUME))
+# User values reach the shell only as quoted environment variables, never spliced into a command line.
+export ENV VERSION RESUME SCENARIO TITLE INCIDENT PREVIOUS_VERSION SNAPSHOT
+VERSION_ARGS = "$$VERSION" --env "$$ENV" $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume "$$RESUME")
 PHASES := precheck backup deploy verify rollback report
 
 .PHONY: help release $(PHASES) incident postmortem runs audit lab test lint clean sandbox sandbox-down rehearse
 
 help: ## list the targets
-	@echo "shipbook — release runbooks (ENV=$(ENV))"
+	@echo "shipbook — release runbooks (ENV=$$ENV)"
 	@echo "  make release VERSION=v1.0.0 [ENV=sandbox] [DRY_RUN=1] [RESUME=RUN_ID]  run the release, gate by gate"
 	@echo "  make precheck|backup|deploy|verify|rollback|report VERSION=…  run one phase (a new run)"
 	@echo "  make rehearse VERSION=v1.0.0 SCENARIO=name   a release against the sandbox with a fault injected"
@@ -45,15 +47,15 @@ $(PHASES): $(STAMP)
 
 rehearse: $(STAMP)
 	$(need-version)
-	@$(SB) sandbox reset --scenario $(or $(SCENARIO),healthy)
-	@$(SB) release $(VERSION) --env sandbox
+	@$(SB) sandbox reset --scenario "$${SCENARIO:-healthy}"
+	@$(SB) release "$$VERSION" --env sandbox
 
 incident: $(STAMP)
-	@$(SB) incident --env $(ENV) $(if $(TITLE),--title "$(TITLE)")
+	@$(SB) incident --env "$$ENV" --title "$$TITLE"
 
 postmortem: $(STAMP)
 	$(if $(INCIDENT),,$(error INCIDENT is required, e.g. make postmortem INCIDENT=<id>))
-	@$(SB) postmortem $(INCIDENT) --env $(ENV)
+	@$(SB) postmortem "$$INCIDENT" --env "$$ENV"
 
 runs: $(STAMP)
 	@$(SB) runs
@@ -62,10 +64,10 @@ audit: $(STAMP)
 	@$(SB) audit
 
 lab: $(STAMP)
-	@$(SB) lab --env $(ENV)
+	@$(SB) lab --env "$$ENV"
 
 sandbox: $(STAMP)
-	@$(SB) sandbox up $(if $(SCENARIO),--scenario $(SCENARIO))
+	@$(SB) sandbox up $(if $(SCENARIO),--scenario "$$SCENARIO")
 
 sandbox-down: $(STAMP)
 	@$(SB) sandbox down

@@ -64,6 +64,11 @@ def run(env: Environment, opts: RunOptions, progress: Progress | None = None, ct
         phases = None
     else:
         phases = plan_phases(env, opts.only, ctx)
+    if phases and "deploy" in phases and gitinfo.is_repo(env.app.repo):
+        # A new tag will be created: the version must move forward and be unused, before anything changes.
+        from shipbook.deploy.version import check_version
+
+        check_version(env.app.repo, opts.version, env.github.remote)
     redactor = redactor or Redactor(secretvalues.collect(env))
     operator = {"git_user": gitinfo.user(), "aws_arn": aws.caller_arn(env)}
     runner = Runner(env, redactor, ctx.runs_root, ctx.notebook_dir, progress)

@@ -11,31 +11,31 @@ from pathlib import Path
 import nbformat
 import papermill
 import requests
-from shipbook import config, engine
+from shipbook import engine
 from shipbook.sandbox.lifecycle import PROCESSES, Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_up_twice_is_fine_and_reuses_the_same_processes(sandbox):
-    sb, state = sandbox
+def test_up_twice_is_fine_and_reuses_the_same_processes(twin):
+    sb, state = twin.sb, twin.state
     pids = {n: sb.pid(n) for n in PROCESSES}
     again = sb.up()
     assert again["endpoints"] == state["endpoints"]
     assert {n: sb.pid(n) for n in PROCESSES} == pids
-    assert requests.get(f"{state['endpoints']['alb_url']}/version/", timeout=5).text.strip().endswith("v0.9.0")
+    assert requests.get(f"{state['endpoints']['alb_url']}/version/", timeout=5).json()["version"] == "v0.9.0"
 
 
-def test_environment_resolves_from_state_and_is_not_exported(sandbox):
-    _, state = sandbox
-    env = config.load("sandbox")
+def test_environment_resolves_from_state_and_is_not_exported(twin):
+    state = twin.state
+    env = twin.env()
     assert env.aws.endpoint_url == state["endpoints"]["aws_url"]
     assert env.app.public_url == state["endpoints"]["alb_url"]
     assert "AWS_ENDPOINT_URL" not in os.environ
 
 
-def test_state_written_from_one_kernel_is_visible_from_another(sandbox, tmp_path):
-    env = config.load("sandbox")
+def test_state_written_from_one_kernel_is_visible_from_another(twin, tmp_path):
+    env = twin.env()
     kernel_env = {**os.environ, **env.process_env()}
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -58,12 +58,10 @@ def test_state_written_from_one_kernel_is_visible_from_another(sandbox, tmp_path
     assert "READ from-kernel-1" in out
 
 
-def test_status_and_scenarios_from_the_cli(sandbox):
-    out = subprocess.run([sys.executable, "-m", "shipbook", "sandbox", "status"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)
-    assert out.returncode == 0 and ": up" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "shipbook", "sandbox", "scenarios"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)
+def test_status_and_scenarios_from_the_cli(twin):
+    out = twin.run("sandbox", "status")
+    assert out.returncode == 0 and ": up" in out.stdout and twin.url("aws_url") in out.stdout
+    out = twin.run("sandbox", "scenarios")
     for name in ["healthy", "latency-regression", "error-spike", "crash-on-start", "irreversible-migration",
                  "open-port", "missing-variable", "plaintext-secret", "snapshot-failure", "unreviewed-commit"]:
         assert name in out.stdout
