@@ -193,6 +193,10 @@ def plan(rds: Any, instance: str, version: str, run_id: str = "", snapshot_id: s
         base = snapshot_identifier(pattern, version, when, env=env_name, run_id=run_id)
     p = Plan(instance=instance, snapshot_id=base, action="create", version=version, run_id=run_id,
              planned_at=when, keep=keep)
+    if not instance:
+        p.action = "blocked"
+        p.problems.append("no database configured (stack.db_instance in the environment file)")
+        return p
     try:
         dbs = aws.call(rds, "describe_db_instances", DBInstanceIdentifier=instance).get("DBInstances") or []
     except AwsError as exc:
