@@ -356,7 +356,7 @@ class Sandbox:
 
     def version(self) -> str | None:
         try:
-            return requests.get(f"{self.alb_url}/version/", timeout=3).json().get("version")
+            return requests.get(f"{self.alb_url}/version/", timeout=10).json().get("version")
         except (requests.RequestException, ValueError):
             return None
 
