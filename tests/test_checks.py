@@ -657,3 +657,16 @@ def test_the_result_round_trips_through_the_runner_json():
     res = checks.CheckResult("env.variables", "fail", "x", [{"a": 1}], "taskdef")
     assert json.loads(json.dumps(asdict(res))) == asdict(res)
     assert copy.deepcopy(res) == res
+
+
+def test_execution_role_targets_are_the_real_resources_including_ssm_parameters(moto_url, app_repo, monkeypatch):
+    td = taskdef("demo")
+    td["containerDefinitions"][0]["secrets"].append({"name": "API_TOKEN", "valueFrom": "/demo/api-token"})
+    repo = app_repo({"infra/taskdef.json": td})
+    env = make_environment(moto_url, repo)
+    seen = []
+    monkeypatch.setattr(iam_checks, "_role_arn", lambda iam, name: f"arn:aws:iam::{ACCOUNT}:role/{name}")
+    monkeypatch.setattr(iam_checks, "simulate", lambda iam, arn, targets: seen.extend(targets) or [])
+    iam_checks.task_execution_role(env, checks.release(env, "v1.0.0"), iam=object(), sm=_Secrets())
+    assert ("ssm:GetParameters", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/demo/api-token") in seen
+    assert ("secretsmanager:GetSecretValue", "sm-key") in seen and ("ecr:GetAuthorizationToken", "*") in seen

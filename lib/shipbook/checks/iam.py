@@ -156,7 +156,10 @@ def task_execution_role(env: Environment, release: Release, iam: Any = None, sm:
         sm = sm if sm is not None else aws.client(env, "secretsmanager")
         for ref in refs:
             secrets.append(describe_secret(sm, None, ref).get("ARN") or ref.lookup_id)
-    targets: list[tuple[str, str]] = []
+    ssm_params = [r.value_from if r.value_from.startswith("arn:") else
+                  f"arn:aws:ssm:{env.aws.region}:{account}:parameter/{r.value_from.lstrip('/')}"
+                  for r in secret_refs(container) if r.store == "ssm"]
+    targets: list[tuple[str, str]] = [("ssm:GetParameters", arn) for arn in ssm_params]
     skipped: list[dict] = []
     for action in actions:
         low = action.lower()

@@ -339,7 +339,9 @@ def alb(env: Environment, elbv2: Any = None, http_get: HttpGet = requests.get, t
             row(f"GET {url}", f"{resp.status_code} in {ms:.0f} ms", expected_code,
                 str(resp.status_code) == expected_code, note="the health path does not answer as expected")
         except requests.RequestException as exc:
-            row(f"GET {url}", type(exc).__name__, expected_code, False, note=f"no answer: {exc}")
+            log.info("GET %s: %s", url, exc)
+            row(f"GET {url}", f"no answer ({type(exc).__name__})", expected_code, False,
+                note="the health path does not answer")
     else:
         row("live request", "not made", "", False, "warn", "no app.public_url configured")
     verdict = worst(r["verdict"] for r in rows)
