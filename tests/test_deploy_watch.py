@@ -510,6 +510,39 @@ def test_the_workflow_passing_without_a_new_deployment_fails_ecs(tmp_path):
     assert "no new deployment of demo-web appeared within 30s" in r.summary("deploy.ecs")
 
 
+def test_a_completed_deployment_replaced_by_the_same_task_definition_passes(tmp_path):
+    def folded(at: float):
+        deps, events = ecs_healthy(at)
+        if at >= 45:
+            return [dep("ecs-svc/steady", "PRIMARY", "COMPLETED", TD2, 2, 45)], events
+        return deps, events
+
+    r = run_deploy(tmp_path, healthy_script(ecs=folded))
+    assert r.verdicts()["deploy.ecs"] == "pass" and "runs demo-web:2 alone" in r.summary("deploy.ecs")
+
+
+def test_a_resumed_deploy_recognises_its_own_push_and_watches_from_it(tmp_path):
+    first = run_deploy(tmp_path, healthy_script())
+    env = make_env(first.repo)
+    clock = Clock()
+    clock.t = ts(200)  # the run is resumed later: the deploy is long over
+    world = first.world
+    world.clock = clock
+    vc = deploy.check_version(env, "v1.0.0", run_id="r1")
+    assert vc.resumed
+    plan = deploy.make_plan(env, vc, run_id="r1", dry_run=False)
+    clients = deploy.Clients(FakeClient(world, "ecs"), FakeClient(world, "cloudformation"),
+                             FakeClient(world, "elbv2"))
+    started = first.outcome.facts()["deploy_started"]
+    dep_ = deploy.start(env, plan, deploy_started=started, now=clock.now, clients=clients,
+                        github=FakeGitHub(world, plan.commit), report=lambda line: None)
+    assert dep_.active and not dep_.tag.created and dep_.started == T0
+    out = deploy.watch(dep_, settings=FAST, now=clock.now, sleep=clock.sleep, report=lambda line: None,
+                       rng=random.Random(3), probe=world.probe)
+    assert {c.id: c.verdict for c in out.checks()} == first.verdicts()
+    assert clock.at < 210 and out.facts()["task_definition"] == TD2
+
+
 def test_chart_marks_start_and_finish_and_plots_old_and_new(tmp_path):
     r = run_deploy(tmp_path, healthy_script())
     fig = r.outcome.chart()

@@ -165,6 +165,9 @@ class EcsStage(Stage):
                 if rollback.get("taskDefinition") == self.base.task_definition else "another deployment"
             self.finish("fail", f"{label} was replaced by {rollback['id']} running "
                         f"{short_td(rollback.get('taskDefinition', ''))} ({what}){self._last_event()}", t)
+        elif ours is None and self._steady_on_ours(svc):
+            self.finish("pass", f"{label} done: the service runs {short_td(self.task_definition)} alone, "
+                        f"{svc.get('runningCount', 0)}/{svc.get('desiredCount', 0)} tasks", t)
         elif ours is None:
             last = self.deployments.get(self.deployment_id, {})
             self.finish("fail", f"{label} disappeared before completing (last seen "
@@ -172,6 +175,13 @@ class EcsStage(Stage):
         elif self._complete(ours, svc):
             self.finish("pass", f"{label} COMPLETED: {ours.get('runningCount')}/{ours.get('desiredCount')} tasks "
                         "running", t)
+
+    def _steady_on_ours(self, svc: dict[str, Any]) -> bool:
+        """Our deployment was folded away, but the service runs only our task definition, fully."""
+        deployments = svc.get("deployments", [])
+        return (len(deployments) == 1 and deployments[0].get("taskDefinition") == self.task_definition
+                and deployments[0].get("rolloutState", "COMPLETED") == "COMPLETED"
+                and int(deployments[0].get("runningCount", 0)) >= int(deployments[0].get("desiredCount", 0)) > 0)
 
     @staticmethod
     def _complete(ours: dict[str, Any], svc: dict[str, Any]) -> bool:

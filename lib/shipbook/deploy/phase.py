@@ -104,7 +104,10 @@ def start(env: Environment, plan: Plan, *, deploy_started: str = "", now: Clock 
         return dep
     github = github if github is not None else GitHub.from_env(env)
     clients = clients or clients_for(env)
-    since = datetime.fromisoformat(deploy_started) if plan.resumed and deploy_started else None
+    since = None
+    if plan.resumed:  # the push happened in an earlier attempt: "before the deploy" is before that push
+        since = datetime.fromisoformat(deploy_started) if deploy_started else \
+            version_mod.tag_time(plan.repo, plan.tag)
     base = ecs_mod.baseline(aws.call, clients.ecs, env.stack.cluster, env.stack.service, since) \
         if env.stack.cluster and env.stack.service else None
     stack_event = stack_mod.newest_event_id(clients.cloudformation, env.stack.name, aws.call) \

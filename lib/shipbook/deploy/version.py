@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import semver
 
 from shipbook import gitinfo, versions
 from shipbook.deploy.model import RUN_TRAILER, VERSION, Check
 from shipbook.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,15 @@ def tag_run_id(repo: str | Path, tag: str) -> str:
     return ""
 
 
+def tag_time(repo: str | Path, tag: str) -> datetime | None:
+    """When a local annotated tag was made (its tagger date), None if unknown."""
+    stamp = gitinfo.git(repo, "for-each-ref", "--format=%(taggerdate:iso-strict)", f"refs/tags/{tag}", check=False)
+    try:
+        return datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
+
+
 def latest_release(tags: set[str] | list[str]) -> str:
     """The greatest final release tag ('' when none): pre-releases and rollback tags excluded."""
     best: tuple[semver.Version, str] | None = None
@@ -107,6 +120,8 @@ class VersionCheck:
         return Check(VERSION, "pass", f"{self.version} is new on {self.remote} and moves forward ({after}){again}")
 
     def table(self) -> pd.DataFrame:
+        import pandas as pd  # here: the runner's early check must not load pandas
+
         rows = [("version", self.version), ("latest release tag", self.latest_release or "(none)"),
                 ("previous_version (runner)", self.previous_version or "(none)"),
                 ("remote", f"{self.remote} ({self.remote_url})"),
