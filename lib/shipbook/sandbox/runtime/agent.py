@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
+
 from shipbook.sandbox.runtime.aws import CLUSTER, CONTAINER, SERVICE, TARGET_GROUP, client
 from shipbook.sandbox.runtime.tasks import (
     HealthSettings,

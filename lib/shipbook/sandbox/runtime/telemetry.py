@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+
 from shipbook.sandbox.runtime.aws import CLUSTER, LOG_GROUP, SERVICE, TARGET_GROUP, client
 from shipbook.sandbox.runtime.tasks import Task
 

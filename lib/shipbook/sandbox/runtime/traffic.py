@@ -36,7 +36,8 @@ class Traffic:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)  # noqa: S311  # nosec B311 - traffic shaping, not security
+        # Pseudo-random is right here: it shapes traffic, it protects nothing.
+        self._random = random.Random(self.seed)  # noqa: S311  # nosec B311
         self._pool = ThreadPoolExecutor(max_workers=max(4, int(self.rps * 2)), thread_name_prefix="traffic")
 
     def path(self) -> str:
