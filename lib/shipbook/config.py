@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from shipbook.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ENV_DIR = PROJECT_ROOT / "environments"
+ENV_DIR = Path(os.environ.get("SHIPBOOK_ENV_DIR") or PROJECT_ROOT / "environments").resolve()
 # SHIPBOOK_SANDBOX_DIR lets a test or a second checkout run its own twin beside the default one.
 SANDBOX_DIR = Path(os.environ.get("SHIPBOOK_SANDBOX_DIR") or PROJECT_ROOT / ".sandbox").resolve()
 SANDBOX_ACCOUNT = "123456789012"
@@ -103,6 +103,31 @@ class RunnerSection:
 
 
 @dataclass(frozen=True)
+class DeploySection:
+    """Deadlines (seconds from the tag push) and polling of the deploy watchers."""
+
+    workflow_timeout: float = 1800.0
+    stack_timeout: float = 1800.0
+    ecs_timeout: float = 1800.0
+    health_timeout: float = 2100.0
+    run_appear_timeout: float = 120.0
+    deployment_appear_timeout: float = 120.0
+    poll_initial: float = 2.0
+    poll_max: float = 15.0
+    heartbeat: float = 5.0
+    max_calls: int = 1000
+    healthy_streak: int = 2
+    after_failure: float = 30.0
+
+
+@dataclass(frozen=True)
+class BackupSection:
+    pattern: str = "pre-deploy-{version}-{date}"
+    keep: int = 5
+    timeout_minutes: int = 60
+
+
+@dataclass(frozen=True)
 class Contact:
     role: str
     name: str
@@ -124,6 +149,8 @@ class Environment:
     app: AppSection = field(default_factory=AppSection)
     stack: StackSection = field(default_factory=StackSection)
     runner: RunnerSection = field(default_factory=RunnerSection)
+    deploy: DeploySection = field(default_factory=DeploySection)
+    backup: BackupSection = field(default_factory=BackupSection)
     secrets: dict[str, SecretRef] = field(default_factory=dict)
     contacts: tuple[Contact, ...] = ()
     source: str = ""

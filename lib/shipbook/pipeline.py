@@ -26,7 +26,7 @@ from papermill.exceptions import PapermillExecutionError
 from shipbook import __version__, audit, engine, render
 from shipbook import result as phase_result
 from shipbook.config import Environment
-from shipbook.errors import FailedCheck, GateError, PhaseError, ShipbookError
+from shipbook.errors import FailedCheck, GateError, InputError, PhaseError, ShipbookError
 from shipbook.phases import NOTEBOOK_DIR, PHASES
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,11 @@ class Runner:
                     break
                 if outcome.status == "failed":
                     nb = rec.dir / rec.phase(phase)["notebook"]
-                    failure = PhaseError(phase, outcome.cell or "?", outcome.error or "failed", str(nb))
+                    ename, _, evalue = (outcome.error or "").partition(": ")
+                    if ename in ("InputError", "ConfigError"):  # bad input found by the notebook: exit 2
+                        failure = InputError(f"phase {phase}", evalue)
+                    else:
+                        failure = PhaseError(phase, outcome.cell or "?", outcome.error or "failed", str(nb))
                     break
         except BaseException:  # Ctrl-C or an internal error: the record must not stay "running"
             rec.data["status"] = "failed"

@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from shipbook.config import SANDBOX_ACCOUNT, SANDBOX_CREDENTIAL, Environment
 from shipbook.errors import AwsError, ConfigError
@@ -51,8 +52,8 @@ def call(cli: Any, operation: str, **params: Any) -> dict:
     except ClientError as exc:
         err = exc.response.get("Error", {})
         raise AwsError(service, operation, err.get("Code", "Unknown"), err.get("Message", str(exc))) from exc
-    except BotoCoreError as exc:
-        raise AwsError(service, operation, type(exc).__name__, str(exc)) from exc
+    except (BotoCoreError, ResponseParserError) as exc:  # ResponseParserError: an endpoint without the action
+        raise AwsError(service, operation, type(exc).__name__, str(exc)[:300]) from exc
 
 
 def caller_arn(env: Environment) -> str:

@@ -172,6 +172,10 @@ def _db_instance_create(
     if props.get("VPCSecurityGroups"):
         database.vpc_security_group_ids = [_name(g, "group_id") for g in props["VPCSecurityGroups"]]
     database.deletion_protection = _truthy(props.get("DeletionProtection"))
+    if _truthy(props.get("StorageEncrypted")) and not getattr(database, "kms_key_id", None):
+        # AWS encrypts with the account's aws/rds key when none is named; moto leaves it unset,
+        # which makes every snapshot of the instance report Encrypted=false.
+        database.kms_key_id = f"arn:aws:kms:{region_name}:{account_id}:alias/aws/rds"
     if _truthy(props.get("ManageMasterUserPassword")) and not database.manage_master_user_password:
         database.manage_master_user_password = True
         database.master_user_secret = MasterUserSecret(database, props.get("MasterUserSecret", {}).get("KmsKeyId"))
