@@ -281,6 +281,7 @@ def test_agent_runs_the_service_and_reports(moto: str, repos: dict[str, Path], t
         last = captured.reports[-1]
         assert last["service"] == "demo-web" and last["running"] == 1 and last["healthy"] == 1
         assert last["failed"] is False and last["taskDefinition"].endswith("demo-web:1")
+        assert last["taskIds"] == [target.task_id]
         status = json.loads((tmp_path / "runtime" / "status.json").read_text())
         assert status["tasks"][0]["healthy"] is True and status["targets"] == [target.task_id]
     finally:

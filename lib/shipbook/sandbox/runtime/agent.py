@@ -45,6 +45,7 @@ class Report:
     healthy: int
     failed: bool
     reason: str
+    task_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -175,12 +176,13 @@ class Agent:
         tasks = self.tasks.get(td, [])
         failures = self.pending_failures.get(td, [])
         reason = failures.pop(0) if failures else ""
-        return Report(td, sum(t.alive() for t in tasks), sum(t.healthy for t in tasks), bool(reason), reason)
+        return Report(td, sum(t.alive() for t in tasks), sum(t.healthy for t in tasks), bool(reason), reason,
+                      [t.task_id for t in tasks if t.alive()])
 
     def _send(self, report: Report) -> None:
         body = {"cluster": CLUSTER, "service": SERVICE, "taskDefinition": report.task_definition,
                 "running": report.running, "healthy": report.healthy, "failed": report.failed,
-                "reason": report.reason}
+                "reason": report.reason, "taskIds": report.task_ids}
         try:
             response = self.http.post(f"{self.aws_url}/_sandbox/ecs/report", json=body, timeout=5)
             if response.status_code >= 400:
