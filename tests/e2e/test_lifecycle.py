@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -71,6 +72,8 @@ def test_down_stops_only_its_own_processes_and_twice_is_fine(tmp_path):
     sb = Sandbox(tmp_path / ".sandbox")
     sb.pids.mkdir(parents=True)
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    while not Path(f"/proc/{bystander.pid}/cmdline").read_bytes():
+        time.sleep(0.01)
     try:
         (sb.pids / "aws.pid").write_text(str(bystander.pid))  # a pid that is not ours
         assert sb.down() == []
