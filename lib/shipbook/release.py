@@ -69,8 +69,9 @@ def run(env: Environment, opts: RunOptions, progress: Progress | None = None, ct
         from shipbook.deploy.version import check_version
 
         check_version(env.app.repo, opts.version, env.github.remote)
-    redactor = redactor or Redactor(secretvalues.collect(env))
+    # Who we are comes first: in the sandbox it refuses any account but the emulator's before any other call.
     operator = {"git_user": gitinfo.user(), "aws_arn": aws.caller_arn(env)}
+    redactor = redactor or Redactor(secretvalues.collect(env))
     runner = Runner(env, redactor, ctx.runs_root, ctx.notebook_dir, progress)
     if opts.resume:
         run_id = rec.run_id
