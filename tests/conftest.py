@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import textwrap
 from pathlib import Path
 
-import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from shipbook import config
 from shipbook.phases import PHASES
+from support import aws_client, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_NOTEBOOKS = Path(__file__).parent / "fixtures" / "notebooks"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.stub import Stubber
-from conftest import aws_client
 from shipbook import aws, backup
 from shipbook.config import AwsSection, Environment
 from shipbook.errors import InputError
+from support import aws_client
 
 REGION = "ap-northeast-1"
 WHEN = datetime(2026, 11, 28, 9, 30, 5, tzinfo=UTC)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from botocore.stub import Stubber
-from conftest import aws_client
 from shipbook import aws, checks
 from shipbook.checks import env as env_checks
 from shipbook.checks import iam as iam_checks
@@ -19,6 +18,7 @@ from shipbook.checks import infra
 from shipbook.checks import network as net_checks
 from shipbook.config import AppSection, AwsSection, Environment, StackSection
 from shipbook.errors import InputError
+from support import aws_client
 
 ACCOUNT = "123456789012"
 REGION = "ap-northeast-1"

@@ -8,11 +8,11 @@ import shutil
 
 import nbformat
 import pytest
-from conftest import aws_client
 from shipbook import audit, lock, release
 from shipbook.errors import EXIT_GATE, GateError, LockHeldError, PhaseError
 from shipbook.pipeline import Progress, RunOptions
 from shipbook.redact import Redactor
+from support import aws_client
 
 pytestmark = pytest.mark.xdist_group("kernels")
 
