@@ -25,11 +25,6 @@ def moto_url():
     server.stop()
 
 
-def aws_client(url: str, service: str):
-    return boto3.client(service, endpoint_url=url, region_name="ap-northeast-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
 @pytest.fixture
 def make_env(tmp_path, moto_url):
     """Write an environment file pointing at the moto server; returns a loader."""
