@@ -280,8 +280,6 @@ def test_snapshot_failure_stops_the_release(workspace, encrypted_db):
     assert "snapshot_id" not in result["facts"]
 
 
-@pytest.mark.xfail(reason="twin gap: the seeded (CloudFormation) DB instance has StorageEncrypted but no KmsKeyId, "
-                          "so moto makes its snapshots Encrypted=False; on AWS they are encrypted", strict=False)
 def test_twin_snapshot_of_the_seeded_db_is_encrypted(workspace):
     result, _, error = execute(workspace, "02_backup.ipynb", version="v0.0.1")
     assert error is None and result["verdict"] == "pass"
