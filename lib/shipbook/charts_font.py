@@ -81,4 +81,5 @@ def missing_glyphs(text: str, family: str | None = None) -> str:
     if not family:
         return "".join(sorted({c for c in text if not c.isascii() and not c.isspace()}))
     font = FT2Font(font_file(family))
-    return "".join(sorted({c for c in text if not c.isspace() and not c.isascii() and font.get_char_index(ord(c)) == 0}))
+    wanted = {c for c in text if not c.isspace() and not c.isascii()}
+    return "".join(sorted(c for c in wanted if font.get_char_index(ord(c)) == 0))
