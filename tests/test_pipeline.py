@@ -196,3 +196,44 @@ def test_bad_version_changes_nothing(make_env, notebook_dir, ctx):
     assert not ctx.runs_root.exists()
     assert lock.ReleaseLock(env).holder() is None
 
+
+
+INTERRUPT_SCRIPT = """
+import sys
+from pathlib import Path
+from shipbook import config, release
+from shipbook.pipeline import Progress, RunOptions
+from shipbook.redact import Redactor
+
+class Say(Progress):
+    def cell(self, phase, index, total, description):
+        print("CELL", description, flush=True)
+
+env = config.load(sys.argv[1], env_dir=Path(sys.argv[2]), sandbox_dir=Path(sys.argv[2]) / "none")
+ctx = release.Context(runs_root=Path(sys.argv[3]), notebook_dir=Path(sys.argv[4]))
+release.run(env, RunOptions(version="v1.0.0", params={"note": "60"}), Say(), ctx, Redactor([]))
+"""
+
+
+def test_ctrl_c_marks_the_run_failed_and_releases_the_lock(make_env, notebook_dir, ctx, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    notebook_dir(precheck="slow")
+    env = make_env(phases=("precheck",))
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_SCRIPT, env.name, str(tmp_path / "environments"),
+                             str(ctx.runs_root), str(ctx.notebook_dir)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:  # wait until the slow cell is running
+        if "Wait a little" in line or time.monotonic() > deadline:
+            break
+    assert lock.ReleaseLock(env).holder() is not None
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    assert lock.ReleaseLock(env).holder() is None
+    rec = json.loads(next(ctx.runs_root.rglob("run.json")).read_text())
+    assert rec["status"] == "failed" and rec["phases"][0]["status"] == "failed"
+    assert rec["finished"] is not None
+    assert audit.verify(ctx.runs_root) == []  # an interrupted run is sealed like any other
