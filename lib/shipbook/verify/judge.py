@@ -41,7 +41,8 @@ from shipbook.errors import InputError
 
 log = logging.getLogger(__name__)
 
-PASS = "PASS"  # noqa: S105  # nosec B105 - a verdict, not a password
+# a verdict, not a password:
+PASS = "PASS"  # noqa: S105  # nosec B105
 FAIL = "FAIL"
 INCONCLUSIVE = "INCONCLUSIVE"
 IGNORED = "IGNORED"
