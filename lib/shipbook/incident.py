@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -595,7 +597,7 @@ def record(inc: Incident, impact: Impact, checks: list[Check], prevention: list[
     """Tell the runner what the incident notebook found; it lands in the incident's run.json."""
     lines = [s.strip() for s in (prevention.splitlines() if isinstance(prevention, str) else prevention) if s.strip()]
     facts = {"incident_id": inc.id, "incident_title": inc.title, "incident_start": audit_iso(inc.started),
-             "suspected_version": inc.version, "rollback_target": inc.previous_version, "lang": inc.lang,
+             "suspected_version": inc.version, "rollback_target": inc.previous_version, "incident_lang": inc.lang,
              "impact": asdict(impact), "decision": decision, "prevention_items": lines}
     return phase_result.report(PHASE, checks, facts=facts, blocking=[])
 
@@ -711,12 +713,15 @@ def _append_chained(path: Path, entry: dict[str, Any], redactor: Redactor) -> No
 
 
 def run_standalone(env: Environment, kind: str, incident_id: str, params: dict[str, Any], *,
-                   version: str = "", runs_root: Path | None = None, notebook_dir: Path = NOTEBOOK_DIR,
-                   progress: Any = None, redactor: Redactor | None = None) -> audit.RunRecord:
+                   version: str = "", variant: str = "", runs_root: Path | None = None,
+                   notebook_dir: Path = NOTEBOOK_DIR, progress: Any = None,
+                   redactor: Redactor | None = None) -> audit.RunRecord:
     """Execute `incident.ipynb` or `postmortem.ipynb` into `runs/<env>/incidents/<id>/` with the runner.
 
     Reuses `pipeline.Runner.run_phase` (papermill engine, redaction, HTML render, hashes into
-    run.json); the record is sealed in the incidents ledger, not the release ledger.
+    run.json); the record is sealed in the incidents ledger, not the release ledger. A
+    `variant` (e.g. the postmortem's language) keeps its own files: `postmortem.en.ipynb`, run
+    from a private copy of the notebook under that name.
     """
     from shipbook.pipeline import Runner  # papermill and nbconvert load only for a run
 
@@ -737,19 +742,27 @@ def run_standalone(env: Environment, kind: str, incident_id: str, params: dict[s
             "previous_version": "", "commit": "", "shipbook_version": _shipbook_version(), "operator": operator,
             "parameters": {"dry_run": True, **params}, "status": "running", "started": audit.now_iso(),
             "finished": None, "phases": [], "facts": {}, "previous_record_sha256": ledger.head()})
+    phase, notebook = kind, STANDALONE[kind]
+    if variant:
+        if not re.fullmatch(r"[a-z0-9]{1,16}", variant):
+            raise InputError("variant", f"{variant!r}: lower-case letters and digits only")
+        phase, notebook = f"{kind}-{variant}", notebook.replace(".ipynb", f".{variant}.ipynb")
     try:
-        rec.phase(kind)
+        rec.phase(phase)
     except KeyError:
-        rec.add_phase(kind, STANDALONE[kind])
+        rec.add_phase(phase, notebook)
     redactor = redactor or Redactor(secretvalues.collect(env))
-    runner = Runner(env, redactor, runs_root, notebook_dir, progress)
-    rec.data.update(status="running", finished=None)
-    outcome = runner.run_phase(rec, kind)
+    with tempfile.TemporaryDirectory(prefix="shipbook-nb-") as tmp:
+        if variant:
+            shutil.copy(notebook_dir / STANDALONE[kind], Path(tmp) / notebook)
+        runner = Runner(env, redactor, runs_root, Path(tmp) if variant else notebook_dir, progress)
+        rec.data.update(status="running", finished=None)
+        outcome = runner.run_phase(rec, phase)
     rec.data.update(status="open" if outcome.status == "succeeded" else "failed", finished=audit.now_iso())
     rec.save(redactor)
     ledger.append(rec.run_id, audit.sha256_file(rec.path))
     if outcome.status == "failed":
-        raise PhaseError(kind, outcome.cell or "?", outcome.error or "failed", str(run_dir / STANDALONE[kind]))
+        raise PhaseError(kind, outcome.cell or "?", outcome.error or "failed", str(run_dir / notebook))
     return rec
 
 
