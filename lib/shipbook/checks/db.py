@@ -88,6 +88,13 @@ class MigrationReport:
     changed_files: list[str] = field(default_factory=list)
 
     @property
+    def broken(self) -> str:
+        """Why Django could not build the release's migration graph ('' when it could)."""
+        if self.error or self.data.get("graph") is not None:
+            return ""
+        return "the migration graph cannot be built: " + "; ".join(self.data.get("missing") or ["?"])
+
+    @property
     def since(self) -> str:
         return self.previous.tag or "the first commit (no previous release)"
 
@@ -198,7 +205,8 @@ def _changed_released_migrations(report: MigrationReport) -> list[str]:
 
 
 def _failed(check_id: str, report: MigrationReport) -> CheckResult:
-    return CheckResult(check_id, "fail", f"could not be checked: {report.error}", evidence=report.evidence())
+    why = f"could not be checked: {report.error}" if report.error else report.broken
+    return CheckResult(check_id, "fail", why, evidence=report.evidence())
 
 
 # --------------------------------------------------------------------------- db.migrations
@@ -207,7 +215,7 @@ def _failed(check_id: str, report: MigrationReport) -> CheckResult:
 @check(MIGRATIONS)
 def migrations(report: MigrationReport) -> CheckResult:
     """The migrations added since the previous release, with their operations, for review."""
-    if report.error:
+    if report.error or report.broken:
         return _failed(MIGRATIONS, report)
     rows = [{"migration": m["key"], "file": m["file"],
              "operations": "; ".join(o["describe"] for o in m["operations"]) or "(none)",
@@ -255,7 +263,7 @@ def migration_graph(report: MigrationReport) -> CheckResult:
         {"check": "missing dependencies", "result": "; ".join(missing) or "none",
          "verdict": "fail" if missing else "pass"},
         {"check": "makemigrations --check --dry-run",
-         "result": mm.get("error") or _short(mm.get("output", "")) or "?",
+         "result": mm.get("error") or _short(mm.get("output", "")) or "not run: the graph did not load",
          "verdict": "pass" if mm.get("clean") else "fail"},
     ]
     problems = []
@@ -263,7 +271,9 @@ def migration_graph(report: MigrationReport) -> CheckResult:
         problems.append("conflicting leaves in " + ", ".join(conflicts) + " (needs a merge migration)")
     if missing:
         problems.append(f"{len(missing)} missing dependenc{'y' if len(missing) == 1 else 'ies'}")
-    if not mm.get("clean"):
+    if mm.get("error"):
+        problems.append(f"makemigrations --check failed: {mm['error']}")
+    elif not mm.get("clean") and not report.broken:
         problems.append("models changed without a migration (makemigrations --check)")
     summary = "; ".join(problems) if problems else \
         f"one leaf per app ({leaves}); no missing dependencies; makemigrations --check: no changes"
@@ -331,7 +341,7 @@ def estimates(report: MigrationReport) -> list[Estimate]:
 @check(ESTIMATE)
 def migration_estimate(report: MigrationReport) -> CheckResult:
     """Measured runtime of each new migration, extrapolated to production row counts."""
-    if report.error:
+    if report.error or report.broken:
         return _failed(ESTIMATE, report)
     if not report.new:
         return CheckResult(ESTIMATE, "pass", f"no new migrations since {report.since}: nothing to run",
@@ -413,7 +423,7 @@ def _predecessors(report: MigrationReport) -> dict[str, str]:
 @check(ROLLBACK)
 def rollback_plan(report: MigrationReport) -> CheckResult:
     """Per migration: reversible or not, the reverse command, and whether the previous code survives it."""
-    if report.error:
+    if report.error or report.broken:
         return _failed(ROLLBACK, report)
     prev = report.previous.tag or "the previous release"
     if not report.new:

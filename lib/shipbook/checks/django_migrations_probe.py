@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result["django"] = django.get_version()
         result.update(graph_info())
-        if args.mode == "full":
+        if args.mode == "full" and result.get("graph") is not None:  # a broken graph is the finding itself
             previous = json.loads(previous_path.read_text(encoding="utf-8")) if previous_path else {}
             sizes = [int(s) for s in args.sample_rows.split(",") if s.strip()]
             result.update(full_info(previous, sizes, scratch))
