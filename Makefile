@@ -32,7 +32,8 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing shipbook and its dependencies into $(VENV) …"
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[sandbox,dev]'
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[sandbox,dev]' > $(VENV)/pip.log 2>&1 \
+		|| { tail -30 $(VENV)/pip.log >&2; echo "error: installing into $(VENV) failed (log: $(VENV)/pip.log)" >&2; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $@
 
 need-version = $(if $(VERSION),,$(error VERSION is required, e.g. make $@ VERSION=v1.0.0))
