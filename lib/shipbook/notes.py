@@ -231,7 +231,7 @@ class Drafted:
     draft: Draft
 
     def message(self) -> str:
-        counts = ", ".join(f"{len(v)} {TITLES[k].lower()}" for k, v in self.draft.by_kind().items() if v) or \
+        counts = ", ".join(f"{TITLES[k].lower()}: {len(v)}" for k, v in self.draft.by_kind().items() if v) or \
             "no changes"
         return (f"{self.path}: {self.draft.version} section {self.action} ({counts}, since "
                 f"{self.draft.previous or 'the first commit'}). Edit it, delete the shipbook:draft line, commit.")
