@@ -391,6 +391,8 @@ def test_shared_without_a_topic_is_manual_and_an_unknown_topic_fails(moto_url, t
     release = checks.Release(str(tmp_path), "v1.2.0", "c" * 40, "HEAD")
     none = Environment(name="t", kind="sandbox", aws=AwsSection(endpoint_url=moto_url))
     assert code.shared(none, release, [], run_id="R").verdict == "manual"
+    interactive = code.shared(none, release, [], run_id="")
+    assert interactive.verdict == "warn" and "nothing is sent" in interactive.summary
     unknown = Environment(name="t", kind="sandbox", aws=AwsSection(endpoint_url=moto_url),
                           stack=StackSection(alarm_topic="no-such-topic"))
     res = code.shared(unknown, release, [], run_id="R")

@@ -274,7 +274,10 @@ def review(env: Environment, release: Release, previous_version: str = "", *, gi
         return CheckResult(REVIEW, "manual", f"GitHub is not configured: confirm every change since {since} was "
                            "reviewed, then sign off", evidence="no github.repository / token / api_url")
     if prev:
-        commits = compare_commits(gh, prev.tag, release.commit)
+        try:
+            commits = compare_commits(gh, prev.tag, release.commit)
+        except InfraError as exc:
+            raise InfraError(f"{exc} (are {prev.tag} and {release.short} pushed to GitHub?)") from exc
         listing = f"GitHub compare {prev.tag}...{release.short}"
     else:
         shas = gitinfo.git(release.repo, "rev-list", "--reverse", release.commit).split()
@@ -542,7 +545,7 @@ def summary_message(env: Environment, release: Release, results: Iterable[Any], 
         f"{counts['fail']} fail, {counts['warn']} warn" + (" (dry run)" if dry_run else "")
     lines = [f"shipbook pre-release check of {release.version or '(no version)'} for {env.name}"
              + (" (dry run)" if dry_run else ""),
-             f"run: {run_id or '(interactive, not a recorded run)'}",
+             f"run: {run_id}",
              f"commit: {release.short} ({release.ref})",
              f"verdicts: {tally}",
              f"report (written when the phase ends): {report}"]
@@ -572,12 +575,18 @@ def topic_arn(sns: Any, topic: str) -> str:
 @check(SHARED)
 def shared(env: Environment, release: Release, results: Iterable[Any], *, run_id: str = "", dry_run: bool = False,
            sns: Any = None, runs_root: Path | None = None) -> CheckResult:
-    """Send the pre-check summary to the team's SNS topic, naming where the report is published."""
-    report, mirror_url = report_locations(env, release.version, run_id, runs_root) if run_id else ("", "")
+    """Send the pre-check summary to the team's SNS topic, naming where the report is published.
+
+    Only from a recorded run (`run_id` set by the runner): an interactive session writes no report,
+    and re-running a cell in JupyterLab must not notify the team again.
+    """
+    if not run_id:
+        return CheckResult(SHARED, "warn", "not a recorded run (no run_id): no report is published and nothing "
+                           "is sent; `shipbook precheck VERSION` does both", evidence="run_id parameter")
+    report, mirror_url = report_locations(env, release.version, run_id, runs_root)
     topic = env.stack.alarm_topic
-    rows: list[dict] = [
-        {"what": "report (stakeholder HTML)", "where": report or "not written: not a recorded run",
-         "detail": "rendered by the runner when this phase ends", "verdict": "pass" if report else "warn"}]
+    rows: list[dict] = [{"what": "report (stakeholder HTML)", "where": report,
+                         "detail": "rendered by the runner when this phase ends", "verdict": "pass"}]
     if mirror_url:
         rows.append({"what": "report mirror", "where": mirror_url, "detail": "uploaded when the run ends",
                      "verdict": "pass"})
@@ -588,7 +597,7 @@ def shared(env: Environment, release: Release, results: Iterable[Any], *, run_id
                            "sign off", rows, evidence="stack.alarm_topic")
     sns = sns if sns is not None else aws.client(env, "sns")
     arn = topic_arn(sns, topic)
-    subject, message = summary_message(env, release, results, run_id, report or "(none)", mirror_url, dry_run)
+    subject, message = summary_message(env, release, results, run_id, report, mirror_url, dry_run)
     sent = aws.call(sns, "publish", TopicArn=arn, Subject=subject, Message=message)
     subs = _subscriptions(sns, arn)
     confirmed = [s for s in subs if not s.get("SubscriptionArn", "").startswith("Pending")]
@@ -598,7 +607,7 @@ def shared(env: Environment, release: Release, results: Iterable[Any], *, run_id
                  "verdict": "pass" if confirmed else "warn"})
     verdict = worst(r["verdict"] for r in rows)
     summary = f"summary sent to {arn.rsplit(':', 1)[-1]} ({len(confirmed)} confirmed subscriber(s)); report: " + \
-        (mirror_url or report or "none (interactive run)")
+        (mirror_url or report)
     if not confirmed:
         summary += "; nobody is subscribed to the topic"
     return CheckResult(SHARED, verdict, summary, rows,
