@@ -105,15 +105,16 @@ def reachable(env: Environment, version: str, settings: VerifySettings, *, expec
     rows.append({"request": "GET /", "result": root.describe(), "ok": ok_root})
     if not ok_root:
         problems.append(f"{base} answers {root.describe()}")
-    served, commit, times = "", "", []
+    served, commit, times, last = "", "", [], ""
     if env.app.version_path:
         for _ in range(VERSION_SAMPLES):
             answer = http_get("GET", join(base, env.app.version_path), settings.http_timeout)
             times.append(answer.seconds)
+            last = answer.describe()
             if answer.status == 200:
                 served, commit = served_version(answer.body), served_commit(answer.body)
         good = same_version(served, version) and (not expect_commit or commit.startswith(expect_commit[:12]))
-        what = f"{served or 'nothing'}" + (f" (commit {commit[:12]})" if commit else "")
+        what = f"{served or f'nothing ({last})'}" + (f" (commit {commit[:12]})" if commit else "")
         rows.append({"request": f"GET {env.app.version_path} ×{VERSION_SAMPLES}",
                      "result": f"serves {what}; median {statistics.median(times) * 1000:.0f} ms", "ok": good})
         if not good:
