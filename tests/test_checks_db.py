@@ -8,6 +8,7 @@ healthy and irreversible-migration scenarios end to end.
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,18 @@ def test_a_project_that_does_not_load_fails_all_four_checks_with_the_reason(tmp_
     for fn in (db.migrations, db.migration_graph, db.migration_estimate, db.rollback_plan):
         res = fn(report)
         assert res.verdict == "fail" and "broken settings" in res.summary
+
+
+def test_the_runtime_sample_stops_at_its_time_budget(tmp_path):
+    ops = 'migrations.AddField(model_name="item", name="size", field=models.IntegerField(null=True))'
+    repo = project(tmp_path, {"inv/models.py": MODELS_V1 + "    size = models.IntegerField(null=True)\n",
+                              "inv/migrations/0002_size.py": _migration('("inv", "0001_initial")', ops)})
+    data = db.probe(sys.executable, repo, "proj.settings", "full", 120, sizes=(10, 20), sample_budget=1e-6)
+    entries = [e for run in data["sample"]["runs"] for e in run["migrations"]]
+    assert entries and all(e["error"].startswith("not run: the sample's time budget") for e in entries)
+    release = checks.Release(str(repo), "v1.1.0", "a" * 40, "HEAD")
+    est = db.migration_estimate(db.MigrationReport(release, Previous("", ""), SMALL, data=data))
+    assert est.verdict == "warn" and "not measured (not run: the sample's time budget" in est.summary
 
 
 # --------------------------------------------------------------------------- the demo app's history

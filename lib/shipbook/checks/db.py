@@ -127,8 +127,11 @@ def settings_module(env: Environment, tree: Path) -> str:
 
 
 def probe(python: str, tree: Path, settings: str, mode: str, timeout: float, previous_json: Path | None = None,
-          sizes: tuple[int, ...] = ()) -> dict[str, Any]:
+          sizes: tuple[int, ...] = (), sample_budget: float | None = None) -> dict[str, Any]:
     """Run the probe in `tree` and return its JSON; InfraError when it could not read the project.
+
+    The runtime sample may use `sample_budget` seconds (default: half the deadline, so the rest
+    of the probe still finishes when a data migration is very slow).
 
     The script is copied out of the package first: run from here, its directory (which holds
     `code.py`, `db.py`…) would come first on the app's sys.path and shadow the app's modules.
@@ -143,7 +146,8 @@ def probe(python: str, tree: Path, settings: str, mode: str, timeout: float, pre
         if previous_json is not None:
             args += ["--previous", str(previous_json)]
         if sizes:
-            args += ["--sample-rows", ",".join(str(s) for s in sizes)]
+            budget = timeout / 2 if sample_budget is None else sample_budget
+            args += ["--sample-rows", ",".join(str(s) for s in sizes), "--sample-budget", f"{budget:g}"]
         extra = {**_PROBE_ENV, "DJANGO_SETTINGS_MODULE": settings,
                  "DATABASE_URL": f"sqlite:///{scratch / 'settings-only.sqlite3'}"}
         ran = run(args, cwd=tree, timeout=timeout, env=child_env(extra))
@@ -167,6 +171,8 @@ def analyse(env: Environment, release: Release, previous_version: str = "", *,
     t0 = time.monotonic()
     thresholds = thresholds or DbThresholds.from_env(env)
     python = python or app_python(env)
+    # both probes run in one notebook cell: stay inside the runner's cell timeout
+    timeout = min(thresholds.probe_timeout, max(60.0, env.runner.cell_timeout * 0.75))
     report = MigrationReport(release, Previous("", ""), thresholds, python=python)
     try:
         report.previous = previous(release.repo, release.version, previous_version)
@@ -175,14 +181,12 @@ def analyse(env: Environment, release: Release, previous_version: str = "", *,
             prior_json = None
             if report.previous:
                 with checkout(release.repo, report.previous.commit) as tree:
-                    report.prior = probe(python, tree, settings_module(env, tree), "graph",
-                                         thresholds.probe_timeout)
+                    report.prior = probe(python, tree, settings_module(env, tree), "graph", min(120.0, timeout))
                 prior_json = scratch / "previous.json"
                 prior_json.write_text(json.dumps(report.prior), encoding="utf-8")
             with checkout(release.repo, release.commit) as tree:
                 report.settings = settings_module(env, tree)
-                report.data = probe(python, tree, report.settings, "full", thresholds.probe_timeout, prior_json,
-                                    thresholds.sizes)
+                report.data = probe(python, tree, report.settings, "full", timeout, prior_json, thresholds.sizes)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         report.changed_files = _changed_released_migrations(report)

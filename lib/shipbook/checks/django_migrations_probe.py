@@ -28,6 +28,7 @@ import decimal
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("graph", "full"), default="full")
     parser.add_argument("--previous", default="", help="the graph JSON of the previous release")
     parser.add_argument("--sample-rows", default="", help="comma-separated sample sizes for the runtime sample")
+    parser.add_argument("--sample-budget", type=float, default=0.0,
+                        help="seconds the runtime sample may take; later migrations are not run after it")
     args = parser.parse_args(argv)
     project = Path(args.project).resolve()
     out_path = Path(args.out).resolve()
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "full" and result.get("graph") is not None:  # a broken graph is the finding itself
             previous = json.loads(previous_path.read_text(encoding="utf-8")) if previous_path else {}
             sizes = [int(s) for s in args.sample_rows.split(",") if s.strip()]
-            result.update(full_info(previous, sizes, scratch))
+            result.update(full_info(previous, sizes, scratch, args.sample_budget))
         result["ok"] = True
     except Exception as exc:  # noqa: BLE001 — the probe's top level: any failure of the app's code is reported as data
         result["error"] = f"{type(exc).__name__}: {exc}"
@@ -176,7 +179,7 @@ def missing_dependencies() -> list[str]:
 # --------------------------------------------------------------------------- the release's migrations
 
 
-def full_info(previous: dict[str, Any], sizes: list[int], scratch: Path) -> dict[str, Any]:
+def full_info(previous: dict[str, Any], sizes: list[int], scratch: Path, budget: float = 0.0) -> dict[str, Any]:
     from django.db.migrations.loader import MigrationLoader
 
     out: dict[str, Any] = {"makemigrations": makemigrations_check()}
@@ -198,7 +201,7 @@ def full_info(previous: dict[str, Any], sizes: list[int], scratch: Path) -> dict
     targets = previous_targets(loader, prev_graph, new)
     out["targets"] = {app: name for app, name in targets}
     out["backwards_plan"] = backwards_plan(loader, targets)
-    out["sample"] = sample(loader, targets, new, sizes, scratch) if sizes and new else None
+    out["sample"] = sample(targets, new, sizes, scratch, budget) if sizes and new else None
     return out
 
 
@@ -411,14 +414,18 @@ def backwards_plan(loader: Any, targets: list[tuple[str, str]]) -> list[dict[str
 # --------------------------------------------------------------------------- the runtime sample
 
 
-def sample(loader: Any, targets: list[tuple[str, str]], new: list[tuple[str, str]], sizes: list[int],
-           scratch: Path) -> dict[str, Any]:
-    """Apply the new migrations one by one on SQLite samples of each size; time each; roll back the last."""
-    runs = []
-    for i, size in enumerate(sorted(set(sizes))):
-        runs.append(_sample_run(targets, new, size, scratch / f"sample-{size}.sqlite3",
-                                rehearse_rollback=i == len(set(sizes)) - 1))
-    return {"engine": "sqlite", "sizes": sorted(set(sizes)), "runs": runs}
+def sample(targets: list[tuple[str, str]], new: list[tuple[str, str]], sizes: list[int], scratch: Path,
+           budget: float = 0.0) -> dict[str, Any]:
+    """Apply the new migrations one by one on SQLite samples of each size; time each; roll back the last.
+
+    With a `budget` (seconds), no migration starts after it is spent: those are reported as not run,
+    so one very slow data migration cannot take the whole probe past its deadline.
+    """
+    deadline = time.monotonic() + budget if budget > 0 else None
+    ordered = sorted(set(sizes))
+    runs = [_sample_run(targets, new, size, scratch / f"sample-{size}.sqlite3", i == len(ordered) - 1, deadline,
+                        budget) for i, size in enumerate(ordered)]
+    return {"engine": "sqlite", "sizes": ordered, "runs": runs, "budget": budget}
 
 
 def _use_database(path: Path) -> Any:
@@ -431,7 +438,7 @@ def _use_database(path: Path) -> Any:
 
 
 def _sample_run(targets: list[tuple[str, str]], new: list[tuple[str, str]], size: int, path: Path,
-                rehearse_rollback: bool) -> dict[str, Any]:
+                rehearse_rollback: bool, deadline: float | None = None, budget: float = 0.0) -> dict[str, Any]:
     from django.db.migrations.executor import MigrationExecutor
 
     conn = _use_database(path)
@@ -453,12 +460,14 @@ def _sample_run(targets: list[tuple[str, str]], new: list[tuple[str, str]], size
             run["filled"] = fill(state, sorted({a for a, _ in new}), size, conn)
         except Exception as exc:  # noqa: BLE001 — synthetic rows the schema refuses: reported, the sample goes on
             run["error"] = f"synthetic rows could not be inserted: {type(exc).__name__}: {exc}"
-    failed = ""
+    stopped = ""  # why the remaining migrations are not run on this sample
     for node in new:
         entry: dict[str, Any] = {"key": _key(node), "rows": {}, "seconds": None, "error": ""}
         run["migrations"].append(entry)
-        if failed:
-            entry["error"] = f"not run: {failed} failed before it"
+        if not stopped and deadline is not None and time.monotonic() > deadline:
+            stopped = f"not run: the sample's time budget ({budget:.0f}s) was spent"
+        if stopped:
+            entry["error"] = stopped
             continue
         executor = MigrationExecutor(conn)
         migration = executor.loader.graph.nodes[node]
@@ -470,8 +479,8 @@ def _sample_run(targets: list[tuple[str, str]], new: list[tuple[str, str]], size
             entry["seconds"] = round(time.perf_counter() - t0, 6)
         except Exception as exc:  # noqa: BLE001 — e.g. PostgreSQL-only SQL on the SQLite sample
             entry["error"] = f"{type(exc).__name__}: {exc}"
-            failed = _key(node)
-    if rehearse_rollback and not failed:
+            stopped = f"not run: {_key(node)} failed before it"
+    if rehearse_rollback and not stopped:
         executor = MigrationExecutor(conn)
         t0 = time.perf_counter()
         try:
@@ -479,7 +488,7 @@ def _sample_run(targets: list[tuple[str, str]], new: list[tuple[str, str]], size
             run["rollback"] = {"ok": True, "seconds": round(time.perf_counter() - t0, 6), "error": ""}
         except Exception as exc:  # noqa: BLE001 — IrreversibleError and friends are the finding itself
             run["rollback"] = {"ok": False, "seconds": round(time.perf_counter() - t0, 6),
-                               "error": f"{type(exc).__name__}: {exc}"}
+                               "error": re.sub(r" at 0x[0-9a-f]+", "", f"{type(exc).__name__}: {exc}")}
     conn.close()
     return run
 
