@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ENV ?= sandbox
 SB := $(PY) -m shipbook
 # User values reach the shell only as quoted environment variables, never spliced into a command line.
-export ENV VERSION RESUME SCENARIO TITLE INCIDENT PREVIOUS_VERSION SNAPSHOT
+export ENV VERSION RESUME SCENARIO TITLE INCIDENT PREVIOUS_VERSION SNAPSHOT START SUSPECT REPORT_LANG
 VERSION_ARGS = "$$VERSION" --env "$$ENV" $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume "$$RESUME")
 PHASES := precheck backup deploy verify rollback report
 
@@ -19,8 +19,8 @@ help: ## list the targets
 	@echo "  make release VERSION=v1.0.0 [ENV=sandbox] [DRY_RUN=1] [RESUME=RUN_ID]  run the release, gate by gate"
 	@echo "  make precheck|backup|deploy|verify|rollback|report VERSION=…  run one phase (a new run)"
 	@echo "  make rehearse VERSION=v1.0.0 SCENARIO=name   a release against the sandbox with a fault injected"
-	@echo "  make incident [TITLE=…]                      open an incident notebook"
-	@echo "  make postmortem INCIDENT=id                  write the postmortem of an incident"
+	@echo "  make incident [TITLE=…] [START=iso] [SUSPECT=v1.0.0] [REPORT_LANG=ja|en]  open an incident"
+	@echo "  make postmortem INCIDENT=id [REPORT_LANG=ja|en]  write the postmortem of an incident"
 	@echo "  make runs                                    list runs (env, version, status, started, operator, duration)"
 	@echo "  make audit                                   verify the audit trail (hash chain and files)"
 	@echo "  make lab                                     JupyterLab on notebooks/ with the library importable"
@@ -52,11 +52,12 @@ rehearse: $(STAMP)
 	@$(SB) release "$$VERSION" --env sandbox
 
 incident: $(STAMP)
-	@$(SB) incident --env "$$ENV" --title "$$TITLE"
+	@$(SB) incident --env "$$ENV" --title "$$TITLE" --start "$$START" --version "$$SUSPECT" \
+		$(if $(REPORT_LANG),--lang "$$REPORT_LANG")
 
 postmortem: $(STAMP)
 	$(if $(INCIDENT),,$(error INCIDENT is required, e.g. make postmortem INCIDENT=<id>))
-	@$(SB) postmortem "$$INCIDENT" --env "$$ENV"
+	@$(SB) postmortem "$$INCIDENT" --env "$$ENV" $(if $(REPORT_LANG),--lang "$$REPORT_LANG")
 
 runs: $(STAMP)
 	@$(SB) runs

@@ -220,6 +220,35 @@ def verify(runs_root: Path, env: str | None = None) -> list[str]:
                     problems.append(f"{f.relative_to(runs_root)}: unexpected file")
         for run_id in sorted(set(sealed) - seen):
             problems.append(f"{e}: run {run_id} is in the ledger but its record is missing")
+        problems += _verify_incidents(runs_root, e)
+        from shipbook import feedback  # feedback builds on this module
+
+        problems += feedback.verify_all(runs_root, e)
+    return problems
+
+
+def _verify_incidents(runs_root: Path, env: str) -> list[str]:
+    """Incidents keep their own ledger (runs/<env>/incidents/ledger.jsonl) and status reports."""
+    root = runs_root / env / "incidents"
+    if not root.is_dir():
+        return []
+    problems, sealed, _hashes = Ledger(root).verify()
+    for path in sorted(root.glob(f"*/{RECORD}")):
+        rel = path.relative_to(runs_root)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            problems.append(f"{rel}: not valid JSON (changed)")
+            continue
+        if sealed.get(data.get("run_id", "")) != sha256_file(path):
+            problems.append(f"{rel}: changed since it was sealed (or never sealed)")
+        for ph in data.get("phases", []):
+            for fname, digest in (ph.get("files") or {}).items():
+                f = path.parent / fname
+                if not f.is_file():
+                    problems.append(f"{rel.parent / fname}: missing")
+                elif sha256_file(f) != digest:
+                    problems.append(f"{rel.parent / fname}: changed (sha256 differs from the record)")
     return problems
 
 

@@ -93,12 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lab", help="JupyterLab on notebooks/ with the library importable and the env's endpoints")
     _env_arg(p)
     p.add_argument("--port", type=int, default=8888)
-    p = sub.add_parser("incident", help="open an incident notebook (runs/<env>/incidents/<id>/)")
+    p = sub.add_parser("incident", help="open an incident: the incident notebook into runs/<env>/incidents/<id>/")
     _env_arg(p)
-    p.add_argument("--title", default="")
-    p = sub.add_parser("postmortem", help="write the postmortem of an incident")
+    p.add_argument("--title", default="", help="a short title")
+    p.add_argument("--start", default="", help="when it started (ISO 8601; default now)")
+    p.add_argument("--version", dest="suspect", default="", help="the suspected version, e.g. v1.0.0")
+    p.add_argument("--lang", choices=["ja", "en"], default="", help="report language (default: the environment's)")
+    p = sub.add_parser("status-report", help="print a status report of an incident and append it to its record")
     p.add_argument("incident", help="the incident id")
     _env_arg(p)
+    p.add_argument("--lang", choices=["ja", "en"], default="")
+    p.add_argument("--impact", default="", help="影響範囲 / impact (default: measured)")
+    p.add_argument("--status", default="", help="現在の状況 / current status (default: measured)")
+    p.add_argument("--eta", default="", help="対応予定時間 / expected resolution")
+    p.add_argument("--next-update", type=int, default=30, metavar="MINUTES", help="次回の更新予定 in minutes")
+    p = sub.add_parser("postmortem", help="write the postmortem of an incident (timeline, impact, SRE sections)")
+    p.add_argument("incident", help="the incident id")
+    _env_arg(p)
+    p.add_argument("--lang", choices=["ja", "en"], default="")
+    p = sub.add_parser("feedback", help="record a problem or an improvement against a release")
+    p.add_argument("version")
+    p.add_argument("text", nargs="?", default="", help="the feedback (omit with --close)")
+    _env_arg(p)
+    p.add_argument("--kind", choices=["problem", "improvement"], default="problem")
+    p.add_argument("--author", default="")
+    p.add_argument("--close", metavar="ID", help="close item ID (text = the resolution)")
 
     p = sub.add_parser("sandbox", help="the local twin of production: up, down, status, reset, scenarios")
     p.add_argument("action", choices=["up", "down", "status", "reset", "scenarios"])
@@ -107,17 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_release(args: argparse.Namespace, only: str | None) -> int:
-    from shipbook import config, release
+    from shipbook import release
     from shipbook.pipeline import RunOptions
     from shipbook.versions import parse
 
     parse(args.version)  # before anything else, even before the sandbox starts
-    env = config.load(args.env, resolve=False)
-    if env.is_sandbox:
-        from shipbook.sandbox import lifecycle  # the CLI, not the release path, starts the twin
-
-        lifecycle.ensure_up(progress=lambda m: print(m, file=sys.stderr, flush=True))
-    env = config.load(args.env)
+    env = _load_env(args.env)
     opts = RunOptions(version=args.version, dry_run=args.dry_run, only=only, resume=args.resume,
                       params=dict(args.param))
     rec = release.run(env, opts, ConsoleProgress())
@@ -175,29 +189,70 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
 def _cmd_lab(args: argparse.Namespace) -> int:
     import subprocess
 
-    from shipbook import config
     from shipbook.phases import NOTEBOOK_DIR
 
-    env = config.load(args.env, resolve=False)
-    if env.is_sandbox:
-        from shipbook.sandbox import lifecycle
-
-        lifecycle.ensure_up(progress=lambda m: print(m, file=sys.stderr, flush=True))
-    env = config.load(args.env)
+    env = _load_env(args.env)
     child = {**os.environ, **env.process_env()}  # for JupyterLab and its kernels only
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={NOTEBOOK_DIR}", f"--port={args.port}",
            "--ip=127.0.0.1", "--no-browser"]
     return subprocess.call(cmd, env=child)
 
 
-def _cmd_standalone(args: argparse.Namespace) -> int:
-    from shipbook.phases import NOTEBOOK_DIR, STANDALONE
+def _load_env(name: str):
+    """The environment, with the sandbox started first when it is the sandbox."""
+    from shipbook import config
 
-    nb = NOTEBOOK_DIR / STANDALONE[args.command]
-    if not nb.is_file():
-        raise InputError(args.command, f"{nb.relative_to(NOTEBOOK_DIR.parent)} does not exist yet in this "
-                         "version of shipbook")
-    raise InputError(args.command, "running standalone notebooks is not available yet in this version")
+    env = config.load(name, resolve=False)
+    if env.is_sandbox:
+        from shipbook.sandbox import lifecycle  # the CLI, not the release path, starts the twin
+
+        lifecycle.ensure_up(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    return config.load(name)
+
+
+def _cmd_incident(args: argparse.Namespace) -> int:
+    from shipbook import incident
+
+    rec = incident.open_and_run(_load_env(args.env), title=args.title, started=args.start, version=args.suspect,
+                                lang=args.lang, progress=ConsoleProgress())
+    print(f"incident {rec.run_id} opened: {rec.dir}")
+    print(f"  status report: shipbook status-report {rec.run_id} --lang ja   "
+          f"postmortem: make postmortem INCIDENT={rec.run_id}")
+    return 0
+
+
+def _cmd_status_report(args: argparse.Namespace) -> int:
+    from shipbook import incident
+
+    report = incident.status_report(_load_env(args.env), args.incident, args.lang, impact=args.impact,
+                                    current=args.status, eta=args.eta, next_update_minutes=args.next_update)
+    print(report.text())
+    return 0
+
+
+def _cmd_postmortem(args: argparse.Namespace) -> int:
+    from shipbook import postmortem
+
+    rec = postmortem.write(_load_env(args.env), args.incident, args.lang, progress=ConsoleProgress())
+    print(f"postmortem of {args.incident} written: {rec.dir}")
+    return 0
+
+
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    from shipbook import config, feedback
+    from shipbook.versions import parse
+
+    parse(args.version)
+    env = config.load(args.env, resolve=False)  # feedback is local to runs/: no endpoints needed
+    if args.close:
+        item = feedback.close(env, args.version, args.close, args.text, args.author)
+        print(f"{args.version}: {item.id} closed")
+    else:
+        if not args.text.strip():
+            raise InputError("text", "is empty: say what the problem or the improvement is")
+        item = feedback.add(env, args.version, args.text, args.kind, args.author)
+        print(f"{args.version}: {item.id} recorded ({item.kind})")
+    return 0
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
@@ -228,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in PHASES:
             return _cmd_release(args, args.command)
         return {"runs": _cmd_runs, "audit": _cmd_audit, "unlock": _cmd_unlock, "lab": _cmd_lab,
-                "incident": _cmd_standalone, "postmortem": _cmd_standalone,
+                "incident": _cmd_incident, "postmortem": _cmd_postmortem, "status-report": _cmd_status_report,
+                "feedback": _cmd_feedback,
                 "sandbox": _cmd_sandbox}[args.command](args)
     except ShipbookError as exc:
         print(f"shipbook: error: {exc}", file=sys.stderr)

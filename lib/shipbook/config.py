@@ -128,6 +128,12 @@ class BackupSection:
 
 
 @dataclass(frozen=True)
+class ReportSection:
+    known_issues: tuple[str, ...] = ()
+    next_release: str = ""
+
+
+@dataclass(frozen=True)
 class Contact:
     role: str
     name: str
@@ -151,6 +157,7 @@ class Environment:
     runner: RunnerSection = field(default_factory=RunnerSection)
     deploy: DeploySection = field(default_factory=DeploySection)
     backup: BackupSection = field(default_factory=BackupSection)
+    report: ReportSection = field(default_factory=ReportSection)
     secrets: dict[str, SecretRef] = field(default_factory=dict)
     contacts: tuple[Contact, ...] = ()
     source: str = ""

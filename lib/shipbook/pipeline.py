@@ -109,7 +109,7 @@ class Runner:
         d = rec.data
         params = {"version": d["version"], "env": d["env"], "run_id": d["run_id"],
                   "previous_version": d["previous_version"], "dry_run": bool(d["parameters"].get("dry_run"))}
-        extra = {**d["parameters"], **d.get("facts", {})}
+        extra = {**d.get("facts", {}), **d["parameters"]}  # what the operator asked for wins over facts
         params.update({k: v for k, v in extra.items() if k in declared and k not in params})
         return {k: v for k, v in params.items() if k in declared}
 
