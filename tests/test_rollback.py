@@ -359,3 +359,36 @@ def test_the_pre_deploy_snapshot_is_found_by_time(database):
     assert found is not None and found.id == snap and found.status == "available"
     assert find_snapshot(rds, ident, before=datetime(2000, 1, 1, tzinfo=UTC)) is None
     assert find_snapshot(rds, ident, snapshot_id="nope").status == "not found"
+
+
+# --------------------------------------------------------------------------- the phase object
+
+
+def test_a_dry_run_plans_and_changes_nothing(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHIPBOOK_WORK_DIR", str(tmp_path))
+    from shipbook import result
+
+    rb = rollback.start(rb_env(repo), "v1.0.0", deploy_started=T0.isoformat(), run_id="r1", report=lambda s: None)
+    assert rb.make_plan().set_index("item").loc["mode", "value"].startswith("DRY RUN")
+    rb.gate()
+    assert rb.database().iloc[0]["result"].startswith("dry run") and rb.db_result.verdict == "skip"
+    rb.push()
+    assert rb.deployment is not None and not rb.deployment.tag.pushed
+    rb.watch()
+    after = rb.verify()
+    assert after.dry
+    rb.finish()
+    res = result.read(tmp_path)
+    assert res.verdict == "skip" and res.blocking == []
+    assert res.facts["rollback_tag"] == "v1.0.1-rollback" and res.facts["rolled_back_to"] == "v0.9.0"
+    assert "v1.0.1-rollback" not in repo.tags() | repo.remote_tags()
+
+
+def test_a_blocked_plan_stops_at_the_gate(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHIPBOOK_WORK_DIR", str(tmp_path))
+    from shipbook.errors import GateError
+
+    rb = rollback.start(rb_env(repo), "v1.1.0", deploy_started=T0.isoformat(), report=lambda s: None)
+    rb.make_plan()
+    with pytest.raises(GateError, match="rollback.plan"):
+        rb.gate()

@@ -136,7 +136,7 @@ class Rollback:
         p = self._need_plan()
         skipped = self._skip("the database step")
         if skipped:
-            self.db_result = apply_mod.StepResult(apply_mod.DATABASE, "skip", skipped)
+            self.db_result = apply_mod.StepResult(apply_mod.DATABASE, "skip", skipped, [{"result": skipped}])
             return self.db_result.table()
         if p.db.action == db_mod.REVERSE:
             self.db_result = apply_mod.reverse_migrations(
