@@ -376,7 +376,7 @@ def test_shared_sends_the_summary_with_the_report_locations(moto_url, tmp_path):
     env = Environment(name="prod", kind="sandbox", aws=AwsSection(endpoint_url=moto_url),
                       stack=StackSection(alarm_topic="team-alarms"), runner=RunnerSection(runs_url="s3://runs/pre"))
     release = checks.Release(str(tmp_path), "v1.2.0", "c" * 40, "tag v1.2.0")
-    results = [checks.CheckResult("code.tests", "pass", "12 tests"), checks.CheckResult("code.review", "fail", "x")]
+    results = [checks.CheckResult("code.review", "fail", "x"), checks.CheckResult("code.tests", "pass", "12 tests")]
     res = code.shared(env, release, results, run_id="RUN1", runs_root=tmp_path / "runs")
     assert res.verdict == "pass", res.summary
     assert "s3://runs/pre/prod/v1.2.0/RUN1/01_precheck.stakeholder.html" in res.summary
@@ -384,6 +384,7 @@ def test_shared_sends_the_summary_with_the_report_locations(moto_url, tmp_path):
     body = json.loads(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"][0]["Body"])
     assert body["Subject"] == "[shipbook] precheck v1.2.0 on prod: 1 fail, 0 warn"
     assert "run: RUN1" in body["Message"] and "[fail] code.review: x" in body["Message"]
+    assert body["Message"].index("[pass] code.tests") < body["Message"].index("[fail] code.review")
     assert "report mirror: s3://runs/pre/prod/v1.2.0/RUN1/01_precheck.stakeholder.html" in body["Message"]
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from shipbook import audit, aws, gitinfo, mirror
 from shipbook import notes as notes_draft
-from shipbook.checks import CheckResult, Release, check, worst
+from shipbook.checks import SECTION_1, CheckResult, Release, check, worst
 from shipbook.checks.worktree import Previous, Ran, app_python, checkout, command, previous, run
 from shipbook.config import Environment
 from shipbook.deploy import notes as deploy_notes
@@ -538,7 +538,8 @@ def report_locations(env: Environment, version: str, run_id: str, runs_root: Pat
 def summary_message(env: Environment, release: Release, results: Iterable[Any], run_id: str, report: str,
                     mirror_url: str, dry_run: bool) -> tuple[str, str]:
     """(subject, message) of the notification: counts, every check's line, and where the report is."""
-    rows = [r for r in results if getattr(r, "id", "") != SHARED]
+    order = {row.id: i for i, row in enumerate(SECTION_1)}
+    rows = sorted((r for r in results if getattr(r, "id", "") != SHARED), key=lambda r: order.get(r.id, len(order)))
     counts = Counter(r.verdict for r in rows)
     tally = ", ".join(f"{counts[v]} {v}" for v in ("fail", "manual", "warn", "pass", "skip") if counts[v])
     subject = f"[shipbook] precheck {release.version or release.short} on {env.name}: " + \
