@@ -74,3 +74,12 @@ def test_unknown_environment_lists_known_ones():
         config.load("nope")
     with pytest.raises(ConfigError, match="not a valid environment name"):
         config.load("../etc/passwd")
+
+
+def test_deploy_section_drives_the_watchers():
+    from shipbook.deploy.poll import WatchSettings
+
+    env = config.load("sandbox", resolve=False)
+    settings = WatchSettings.from_env(env)
+    assert settings.ecs_timeout == env.deploy.ecs_timeout == 300
+    assert settings.poll_max == 5.0 and settings.backoff == 1.6

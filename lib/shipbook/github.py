@@ -9,7 +9,6 @@ process that uses it; it never travels as a parameter and is never logged.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from shipbook import aws
+from shipbook import secretvalues
 from shipbook.config import Environment, SecretRef
 from shipbook.errors import InfraError, InputError
 
@@ -133,15 +132,7 @@ class GitHub:
 def read_token(env: Environment) -> str:
     """The token's value from its reference, or '' when none is configured or it is empty."""
     ref: SecretRef | None = env.github.token
-    if ref is None:
-        return ""
-    if ref.env:
-        return os.environ.get(ref.env, "")
-    if ref.secretsmanager:
-        return aws.call(aws.client(env, "secretsmanager"), "get_secret_value",
-                        SecretId=ref.secretsmanager).get("SecretString", "")
-    return aws.call(aws.client(env, "ssm"), "get_parameter", Name=ref.ssm,
-                    WithDecryption=True)["Parameter"]["Value"]
+    return secretvalues.read(env, ref) if ref is not None else ""
 
 
 def _body(resp: requests.Response) -> Any:

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 _ENV_VARS = ("GITHUB_TOKEN", "GH_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "DATABASE_URL", "SECRET_KEY")
 
 
-def _read(env: Environment, ref: SecretRef) -> str:
+def read(env: Environment, ref: SecretRef) -> str:
+    """The value behind a reference. Only for masking or for a client's own credential — never print it."""
     if ref.env:
         return os.environ.get(ref.env, "")
     if ref.secretsmanager:
@@ -37,7 +38,7 @@ def collect(env: Environment) -> list[str]:
         refs["github.token"] = env.github.token
     for name, ref in refs.items():
         try:
-            value = _read(env, ref)
+            value = read(env, ref)
         except AwsError as exc:
             log.warning("secret %s (%s) could not be read for masking: %s", name, ref.describe(), exc.code)
             continue

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shipbook import aws
+from shipbook.config import DeploySection
 from shipbook.deploy.model import Check, Event
 from shipbook.deploy.timeline import Timeline
 from shipbook.errors import ShipbookError
@@ -38,33 +39,17 @@ TERMINAL = ("pass", "fail", "skip", "manual", "warn")
 
 
 @dataclass(frozen=True)
-class WatchSettings:
-    """Deadlines (seconds from the deploy start) and polling. Defaults until `[deploy]` exists in config."""
+class WatchSettings(DeploySection):
+    """The environment's `[deploy]` deadlines and polling, plus the backoff shape."""
 
-    workflow_timeout: float = 1800.0
-    stack_timeout: float = 1800.0
-    ecs_timeout: float = 1800.0
-    health_timeout: float = 2100.0
-    run_appear_timeout: float = 120.0
-    deployment_appear_timeout: float = 120.0
-    poll_initial: float = 2.0
-    poll_max: float = 15.0
     backoff: float = 1.6
     jitter: float = 0.2
-    heartbeat: float = 5.0
-    max_calls: int = 1000
     max_errors: int = 5
-    healthy_streak: int = 2
-    after_failure: float = 30.0
 
     @classmethod
     def from_env(cls, env: Any) -> WatchSettings:
-        """Settings from the environment's `[deploy]` section when config has one; else the defaults."""
-        section = getattr(env, "deploy", None)
-        if section is None or not dataclasses.is_dataclass(section):
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.name in names})
+        """Settings from the environment's `[deploy]` section."""
+        return cls(**dataclasses.asdict(env.deploy))
 
 
 class Stage:
