@@ -12,7 +12,7 @@ export ENV VERSION RESUME SCENARIO TITLE INCIDENT PREVIOUS_VERSION SNAPSHOT STAR
 VERSION_ARGS = "$$VERSION" --env "$$ENV" $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume "$$RESUME")
 PHASES := precheck backup deploy verify rollback report
 
-.PHONY: help release $(PHASES) incident postmortem runs audit lab test lint clean sandbox sandbox-down rehearse
+.PHONY: help release $(PHASES) incident postmortem notes runs audit lab test lint clean sandbox sandbox-down rehearse
 
 help: ## list the targets
 	@echo "shipbook — release runbooks (ENV=$$ENV)"
@@ -21,6 +21,7 @@ help: ## list the targets
 	@echo "  make rehearse VERSION=v1.0.0 SCENARIO=name   a release against the sandbox with a fault injected"
 	@echo "  make incident [TITLE=…] [START=iso] [SUSPECT=v1.0.0] [REPORT_LANG=ja|en]  open an incident"
 	@echo "  make postmortem INCIDENT=id [REPORT_LANG=ja|en]  write the postmortem of an incident"
+	@echo "  make notes VERSION=v1.1.0                    draft release notes from the commits since the previous tag"
 	@echo "  make runs                                    list runs (env, version, status, started, operator, duration)"
 	@echo "  make audit                                   verify the audit trail (hash chain and files)"
 	@echo "  make lab                                     JupyterLab on notebooks/ with the library importable"
@@ -58,6 +59,10 @@ incident: $(STAMP)
 postmortem: $(STAMP)
 	$(if $(INCIDENT),,$(error INCIDENT is required, e.g. make postmortem INCIDENT=<id>))
 	@$(SB) postmortem "$$INCIDENT" --env "$$ENV" $(if $(REPORT_LANG),--lang "$$REPORT_LANG")
+
+notes: $(STAMP)
+	$(need-version)
+	@$(SB) notes "$$VERSION" --env "$$ENV"
 
 runs: $(STAMP)
 	@$(SB) runs

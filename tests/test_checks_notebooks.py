@@ -121,13 +121,10 @@ def _git(repo: Path, *args: str) -> None:
 @pytest.fixture
 def workspace(tmp_path, twin, app_url):
     """An app repo like the sandbox's, environment files for the twin, and the kernel startup shim."""
-    repo = tmp_path / "app"
-    (repo / "infra").mkdir(parents=True)
-    (repo / "infra/taskdef.json").write_text(DEMO.read_text())
-    (repo / "infra/template.yaml").write_text(TEMPLATE.read_text())
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "release")
+    from shipbook.sandbox import repo_builder
+
+    repo = tmp_path / "app"  # the demo app's real history: v0.9.0, then the v1.0.0 release commit
+    repo_builder.build(tmp_path / "origin.git", repo, "healthy")
     env_dir = tmp_path / "environments"
     env_dir.mkdir()
 
@@ -149,6 +146,7 @@ def workspace(tmp_path, twin, app_url):
             container = "web"
             target_group = "demo-web-tg"
             db_instance = "{db_instance}"
+            alarm_topic = "shipbook-demo-alarms"
             """))
 
     write_env("twin")
@@ -168,7 +166,7 @@ def workspace(tmp_path, twin, app_url):
 def execute(ws, notebook: str, **params):
     out = ws["tmp"] / notebook
     parameters = {"version": "v1.0.0", "env": "twin", "run_id": "test-run", "previous_version": "v0.9.0",
-                  "dry_run": False, **params}
+                  "dry_run": False, "signoffs": "code.review=tester", **params}  # no GitHub here: review signed off
     error = None
     try:
         papermill.execute_notebook(str(NOTEBOOK_DIR / notebook), str(out), parameters=parameters,
@@ -195,12 +193,13 @@ def test_precheck_against_the_healthy_twin_shows_every_row_and_passes_the_gate(w
     assert result["blocking"] == [] and "fail" not in verdicts.values()
     assert verdicts["network.security_groups"] == "pass" and verdicts["env.variables"] == "pass"
     assert verdicts["iam.task_execution_role"] == "pass" and verdicts["iam.ecr_push"] == "pass"
-    assert verdicts["code.review"] == "skip"
+    assert verdicts["code.review"] == "pass" and verdicts["code.tests"] == "pass"
+    assert verdicts["db.rollback_plan"] == "pass" and verdicts["code.shared"] == "pass"
     summary = next(c for c in nb.cells if "board.show()" in c.source)
     html = summary.outputs[0]["data"]["text/html"]  # the opening table was filled in as the checks ran
     assert "pending" not in html and all(r.id in html for r in checks.SECTION_1)
-    assert "セキュリティグループ" in html and checks.NOT_AUTOMATED in html
-    assert result["facts"] == {"precheck_signoffs": {}}
+    assert "セキュリティグループ" in html and "done in phase backup" in html
+    assert result["facts"] == {"precheck_signoffs": {"code.review": "tester"}}
 
 
 def test_open_port_blocks_the_precheck_on_security_groups(workspace):

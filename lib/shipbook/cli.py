@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("incident", help="the incident id")
     _env_arg(p)
     p.add_argument("--lang", choices=["ja", "en"], default="")
+    p = sub.add_parser("notes", help="draft VERSION's release notes from the conventional commits since the "
+                       "previous tag")
+    p.add_argument("version", help="the release version, e.g. v1.1.0")
+    _env_arg(p)
+    p.add_argument("--previous", default="", help="previous release tag (default: the greatest lower tag)")
+    p.add_argument("--force", action="store_true", help="also replace a section that is already final")
     p = sub.add_parser("feedback", help="record a problem or an improvement against a release")
     p.add_argument("version")
     p.add_argument("text", nargs="?", default="", help="the feedback (omit with --close)")
@@ -238,6 +244,15 @@ def _cmd_postmortem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_notes(args: argparse.Namespace) -> int:
+    from shipbook import notes
+    from shipbook.versions import parse
+
+    parse(args.version)
+    print(notes.draft_into_file(_load_env(args.env), args.version, previous=args.previous, force=args.force).message())
+    return 0
+
+
 def _cmd_feedback(args: argparse.Namespace) -> int:
     from shipbook import config, feedback
     from shipbook.versions import parse
@@ -284,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_release(args, args.command)
         return {"runs": _cmd_runs, "audit": _cmd_audit, "unlock": _cmd_unlock, "lab": _cmd_lab,
                 "incident": _cmd_incident, "postmortem": _cmd_postmortem, "status-report": _cmd_status_report,
-                "feedback": _cmd_feedback,
+                "feedback": _cmd_feedback, "notes": _cmd_notes,
                 "sandbox": _cmd_sandbox}[args.command](args)
     except ShipbookError as exc:
         print(f"shipbook: error: {exc}", file=sys.stderr)

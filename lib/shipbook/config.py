@@ -80,6 +80,8 @@ class AppSection:
     version_path: str = "/version/"
     test_command: str = "python manage.py test"
     notes_file: str = "RELEASE_NOTES.md"
+    python: str = ""  # the app's interpreter (tests, migration probe); "" = shipbook's own
+    settings_module: str = ""  # DJANGO_SETTINGS_MODULE; "" = the one manage.py sets
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,23 @@ class BackupSection:
 
 
 @dataclass(frozen=True)
+class PrecheckSection:
+    """Thresholds of the code.* and db.* pre-checks."""
+
+    test_timeout: float = 600.0
+    tool_timeout: float = 300.0
+    required_approvals: int = 1
+    bandit_block_severity: str = "HIGH"  # LOW|MEDIUM|HIGH: findings at or above block
+    bandit_min_confidence: str = "LOW"  # below: listed, never counted
+    ruff_max_findings: int = 0  # more block; up to this many warn
+    migration_sample_rows: int = 5000  # the small sample is a fifth of it
+    migration_warn_seconds: float = 60.0
+    migration_fail_seconds: float = 0.0  # 0 = never blocks
+    probe_timeout: float = 300.0  # capped at 0.75 x runner.cell_timeout
+    db_row_counts: dict[str, int] = field(default_factory=dict)  # table -> production rows
+
+
+@dataclass(frozen=True)
 class ReportSection:
     known_issues: tuple[str, ...] = ()
     next_release: str = ""
@@ -157,6 +176,7 @@ class Environment:
     runner: RunnerSection = field(default_factory=RunnerSection)
     deploy: DeploySection = field(default_factory=DeploySection)
     backup: BackupSection = field(default_factory=BackupSection)
+    precheck: PrecheckSection = field(default_factory=PrecheckSection)
     report: ReportSection = field(default_factory=ReportSection)
     secrets: dict[str, SecretRef] = field(default_factory=dict)
     contacts: tuple[Contact, ...] = ()
@@ -366,6 +386,19 @@ def _validate(env: Environment, fname: str) -> None:
         for key, url in urls.items():
             if url and _is_loopback(url):
                 raise ConfigError(fname, key, f"a non-sandbox environment refuses loopback endpoints ({url})")
+    pc = env.precheck
+    for key in ("bandit_block_severity", "bandit_min_confidence"):
+        if getattr(pc, key) not in ("LOW", "MEDIUM", "HIGH"):
+            raise ConfigError(fname, f"precheck.{key}", f"must be LOW, MEDIUM or HIGH, got {getattr(pc, key)!r}")
+    for key in ("test_timeout", "tool_timeout", "required_approvals", "ruff_max_findings", "migration_warn_seconds",
+                "migration_fail_seconds", "probe_timeout"):
+        if getattr(pc, key) < 0:
+            raise ConfigError(fname, f"precheck.{key}", "must not be negative")
+    if pc.migration_sample_rows < 10:
+        raise ConfigError(fname, "precheck.migration_sample_rows", "must be at least 10")
+    for table, rows in pc.db_row_counts.items():
+        if rows < 0:
+            raise ConfigError(fname, f"precheck.db_row_counts.{table}", "must not be negative")
     for name, c in enumerate(env.contacts):
         if not c.role or not c.name:
             raise ConfigError(fname, f"contacts[{name}]", "role and name are required")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
 from shipbook.config import SANDBOX_CREDENTIAL, SANDBOX_DIR
 from shipbook.errors import InfraError, InputError
 
@@ -89,8 +90,6 @@ class Sandbox:
             return False
         if stat and stat[0] in ("Z", "X"):
             return False
-        if not cmdline:  # between fork and exec the command line is momentarily empty
-            return True
         return f"shipbook.sandbox.{'aws_twin' if name == 'aws' else name.replace('-', '_')}" in cmdline \
             or f"shipbook.sandbox.{name}" in cmdline
 
@@ -113,6 +112,9 @@ class Sandbox:
                                     stdin=subprocess.DEVNULL, env=child_env(), cwd=self.root,
                                     start_new_session=True)
         (self.pids / f"{name}.pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + 5  # between fork and exec /proc shows an empty command line
+        while time.monotonic() < deadline and proc.poll() is None and not self.alive(name):
+            time.sleep(0.01)
         return proc.pid
 
     def _wait(self, name: str, what: str, probe: Callable[[], bool], say: Say, timeout: float = READY_TIMEOUT) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+
 from shipbook.errors import InfraError
 
 log = logging.getLogger(__name__)
