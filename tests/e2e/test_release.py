@@ -81,6 +81,19 @@ def test_healthy_release_deploys_v1_0_0_and_records_everything(twin):
     for needle in ["deploy.workflow", "deploy.cloudformation", "deploy.ecs", "COMPLETED", "UPDATE_COMPLETE"]:
         assert needle in html, needle
     assert "data:image/png;base64" in (run_dir / "03_deploy.stakeholder.html").read_text(encoding="utf-8")
+    phases = {p["name"]: p for p in rec["phases"]}
+    assert {"precheck", "backup", "deploy", "verify", "report"} <= set(phases)
+    assert all(p["status"] == "succeeded" for p in phases.values())
+    assert rec["facts"]["snapshot_id"].startswith("pre-deploy-v1-0-0-")
+    precheck = (run_dir / "01_precheck.html").read_text(encoding="utf-8")
+    for row in ["code.tests", "code.review", "code.bandit", "code.ruff", "code.release_notes", "code.shared",
+                "db.migrations", "db.migration_graph", "db.migration_estimate", "db.rollback_plan", "env.variables",
+                "iam.task_execution_role", "iam.ecr_push", "network.security_groups", "infra.cloudformation",
+                "infra.ecs", "infra.alb", "infra.scaling", "すべての自動テストがパスしている"]:
+        assert row in precheck, row
+    report = (run_dir / "06_report.stakeholder.html").read_text(encoding="utf-8")
+    assert "product categories" in report and "#6" in report  # the feature of v1.0.0, with its PR
+    assert "health check answers 503" in report and "#7" in report  # the fix of v1.0.0
     assert twin.run("audit").returncode == 0
     listing = twin.run("runs")
     assert rec["run_id"] in listing.stdout and "succeeded" in listing.stdout
