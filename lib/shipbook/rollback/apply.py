@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,13 @@ RESTORED_FROM = "shipbook:restored-from"
 
 def utcnow() -> datetime:
     return datetime.now(tz=UTC)
+
+
+def brief(exc: Exception, limit: int = 200) -> str:
+    """An error in one line: an HTML error page (a proxy's, an emulator's) reduced to its text."""
+    text = re.sub(r"<[^>]+>", " ", str(exc))
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass
@@ -137,7 +145,7 @@ def reverse_migrations(env: Environment, plan: Plan, *, ecs: Any, logs: Any | No
             row = run_one_off(env, cmd, ecs=ecs, logs=logs, timeout=settings.migrate_timeout, poll=settings.poll,
                               now=now, sleep=sleep, report=report)
         except ShipbookError as exc:
-            row = {"command": " ".join(cmd), "task": "", "exit code": None, "result": f"could not run: {exc}",
+            row = {"command": " ".join(cmd), "task": "", "exit code": None, "result": f"could not run: {brief(exc)}",
                    "ok": False}
         res.rows.append(row)
         report(f"{row['command']}: {row['result']}")

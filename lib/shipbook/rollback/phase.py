@@ -157,7 +157,8 @@ class Rollback:
                     secrets=secrets or aws.client(self.env, "secretsmanager"), settings=self.settings,
                     run_id=self.run_id, now=self.now, sleep=self.sleep, report=self.report)
             except ShipbookError as exc:
-                self.db_result = apply_mod.StepResult(apply_mod.DATABASE, "fail", f"restore failed: {exc}")
+                self.db_result = apply_mod.StepResult(apply_mod.DATABASE, "fail",
+                                                      f"restore failed: {apply_mod.brief(exc)}")
             if self.db_result.verdict == "fail":
                 self.stopped = "the database restore failed"
         elif p.db.action == db_mod.KEEP:

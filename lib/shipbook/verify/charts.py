@@ -62,7 +62,7 @@ def chart(metrics: Metrics, judgement: Judgement | None, deploy_started: datetim
             lo, hi = np.nanpercentile(base[col].to_numpy(dtype=float) * scale, [5, 95])
             ax.axhspan(lo, hi, color="tab:gray", alpha=0.15, label="baseline range (p5–p95)")
         ax.axvspan((cw.start - origin).total_seconds(), (cw.end - origin).total_seconds(), color="tab:blue",
-                   alpha=0.05)
+                   alpha=0.05, label="canary window")
         ax.axvline(0, color="tab:purple", linestyle="--", linewidth=1)
         if deploy_finished is not None:
             ax.axvline((deploy_finished - origin).total_seconds(), color="tab:purple", linestyle="--", linewidth=1)
@@ -72,6 +72,8 @@ def chart(metrics: Metrics, judgement: Judgement | None, deploy_started: datetim
         ax.set_title(f"{label}{effect}", fontsize="medium", color=COLOURS.get(verdict, "black"))
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper left", fontsize="x-small")
+    axes[0].annotate("deploy", (0, 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
+                     textcoords="offset points", color="tab:purple", fontsize="x-small")
     for ax in axes[-2:]:
         ax.set_xlabel("seconds since the deploy started (dashed: start and finish)")
     note = axes[-1]
