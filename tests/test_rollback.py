@@ -392,3 +392,11 @@ def test_a_blocked_plan_stops_at_the_gate(repo, tmp_path, monkeypatch):
     rb.make_plan()
     with pytest.raises(GateError, match="rollback.plan"):
         rb.gate()
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("True", True), ("False", False),
+                                                 ("1", True), ("", False), ("no", False), ("yes", True)])
+def test_the_restore_confirmation_is_read_strictly(value, expected):
+    from shipbook.rollback.phase import truthy
+
+    assert truthy(value) is expected

@@ -48,6 +48,8 @@ def test_settings_sandbox_fallback_production_defaults_and_config_by_field_name(
     object.__setattr__(fake, "verify", Verify(300, (Smoke("/products/", 200),)))
     s = from_env(fake)
     assert s.canary_seconds == 300 and s.smoke == (SmokeTest("/products/", status=200),)
+    object.__setattr__(fake, "verify", Verify(300, ()))
+    assert from_env(fake).smoke == VerifySettings().smoke  # no smoke list: health and version are still tested
 
 
 def test_windows_baseline_before_the_start_canary_after_the_finish_and_settle():

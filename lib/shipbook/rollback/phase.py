@@ -40,6 +40,16 @@ say: Reporter = functools.partial(print, flush=True)
 VERIFY = "rollback.verify"
 
 
+def truthy(value: Any) -> bool:
+    """A confirmation is a real True, or the words true/yes/1 (a `-p KEY=VALUE` parameter is a string).
+
+    Why strict: `bool("False")` is True, and this flag decides whether a database is restored.
+    """
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "yes", "1")
+
+
 def _as_list(value: Any) -> list[str]:
     if not value:
         return []
@@ -60,9 +70,10 @@ class Rollback:
         self.version = version
         self.previous_version = previous_version
         self.snapshot_id = snapshot_id
-        self.confirm = bool(confirm_db_restore)
+        self.confirm = truthy(confirm_db_restore)
         self.db_action = db_action
-        self.dry_run = bool(dry_run)
+        self.dry_run = dry_run if isinstance(dry_run, bool) else str(dry_run).strip().lower() not in (
+            "false", "no", "0")
         self.run_id = run_id
         self.reasons = _as_list(rollback_reasons)
         self.tag_override = rollback_tag
