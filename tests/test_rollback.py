@@ -400,3 +400,9 @@ def test_the_restore_confirmation_is_read_strictly(value, expected):
     from shipbook.rollback.phase import truthy
 
     assert truthy(value) is expected
+
+
+def test_without_the_runs_facts_the_broken_deploy_started_when_its_tag_was_made(repo):
+    rb = rollback.start(rb_env(repo), "v1.0.0", report=lambda s: None)
+    started = rb.broken_deploy_started()
+    assert started is not None and abs((datetime.now(UTC) - started).total_seconds()) < 600

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shipbook import aws, result
+from shipbook import aws, gitinfo, result
 from shipbook.config import Environment
 from shipbook.deploy import phase as deploy_phase
 from shipbook.deploy.health import http_probe, join, served_version
@@ -90,7 +90,13 @@ class Rollback:
     # ------------------------------------------------------------------ plan
 
     def broken_deploy_started(self) -> datetime | None:
-        """When the broken release's deploy started: the run's fact, else the ECS service's current deployment."""
+        """When the broken release's deploy started: the run's fact, else the tag's creation (the tag is made
+        and pushed at the deploy's start), else the ECS service's current deployment."""
+        if self._deploy_started is None:
+            tagged = gitinfo.git(self.env.app.repo, "for-each-ref", "--format=%(taggerdate:iso-strict)",
+                                 f"refs/tags/{self.version}", check=False) if gitinfo.is_repo(self.env.app.repo) else ""
+            if tagged:
+                self._deploy_started = verify_phase.parse_time(tagged.splitlines()[0])
         if self._deploy_started is None:
             try:
                 self._deploy_started, _ = verify_phase.ecs_deploy_times(self.env)
