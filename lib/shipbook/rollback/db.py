@@ -343,9 +343,10 @@ def plan_database(migrations: list[Migration], targets: dict[str, str], target_p
         return p
     if compatible:
         p.action = KEEP
-        p.warnings.append(f"a restore is needed to undo the data changes but was not confirmed: nothing is "
-                          f"restored; the previous code runs on the current schema. {p.loss_text() or ''} "
-                          f"To restore: {rollback_command} CONFIRM_DB_RESTORE=1".replace("  ", " "))
+        stays = ", ".join(m.label for m in migrations if not m.reversible)
+        p.warnings.append(f"a restore is needed to undo {stays} but was not confirmed: nothing is restored; the "
+                          f"previous code runs on the current schema (additive changes only) and the data changes "
+                          f"stay. To restore: {rollback_command} CONFIRM_DB_RESTORE=1")
         return p
     p.action = RESTORE
     p.problems.append(f"the previous code cannot run on the new schema and a restore needs confirmation: nothing "
