@@ -30,7 +30,7 @@ def make_env(tmp_path, moto_url):
     """Write an environment file pointing at the moto server; returns a loader."""
     counter = {"n": 0}
 
-    def _make(extra: str = "", phases: tuple[str, ...] = ("precheck", "backup", "deploy"), runs_url: str = "",
+    def _make(extra: str = "", top: str = "", phases: tuple[str, ...] = ("precheck", "backup", "deploy"), runs_url: str = "",
               secrets: str = "") -> config.Environment:
         counter["n"] += 1
         name = f"t{counter['n']}"
@@ -41,7 +41,7 @@ def make_env(tmp_path, moto_url):
                          BillingMode="PAY_PER_REQUEST")
         env_dir = tmp_path / "environments"
         env_dir.mkdir(exist_ok=True)
-        body = textwrap.dedent(f"""\
+        body = top + textwrap.dedent(f"""\
             name = "{name}"
             kind = "sandbox"
             [aws]

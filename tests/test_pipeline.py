@@ -237,3 +237,36 @@ def test_ctrl_c_marks_the_run_failed_and_releases_the_lock(make_env, notebook_di
     assert rec["status"] == "failed" and rec["phases"][0]["status"] == "failed"
     assert rec["finished"] is not None
     assert audit.verify(ctx.runs_root) == []  # an interrupted run is sealed like any other
+
+
+def test_rollback_recommendation_with_auto_rollback_runs_rollback_then_report(make_env, notebook_dir, ctx):
+    notebook_dir(deploy="ok", verify="verify_rollback", rollback="rollback_ok", report="ok")
+    env = make_env(top="auto_rollback = true\n", phases=("deploy", "verify", "report"))
+    with pytest.raises(GateError) as err:
+        run(env, ctx)
+    assert "rolled back to v0.9.0 with tag v1.0.1-rollback" in str(err.value)
+    assert "p99 latency +80%" in str(err.value)
+    rec = json.loads(next(ctx.runs_root.rglob("run.json")).read_text())
+    assert rec["status"] == "rolled-back"
+    assert [(p["name"], p["status"]) for p in rec["phases"]] == [
+        ("deploy", "succeeded"), ("verify", "blocked"), ("rollback", "succeeded"), ("report", "succeeded")]
+    assert lock.ReleaseLock(env).holder() is None
+
+
+def test_rollback_recommendation_without_auto_rollback_stops_with_the_command(make_env, notebook_dir, ctx):
+    notebook_dir(verify="verify_rollback", rollback="rollback_ok", report="ok")
+    env = make_env(top="auto_rollback = false\n", phases=("verify", "report"))
+    with pytest.raises(GateError) as err:
+        run(env, ctx)
+    assert f"make rollback VERSION=v1.0.0 ENV={env.name}" in str(err.value)
+    rec = json.loads(next(ctx.runs_root.rglob("run.json")).read_text())
+    assert [p["status"] for p in rec["phases"]] == ["blocked", "pending"]
+
+
+def test_hold_stops_and_leaves_the_decision_to_a_person(make_env, notebook_dir, ctx):
+    notebook_dir(verify="verify_hold", report="ok")
+    env = make_env(top="auto_rollback = true\n", phases=("verify", "report"))
+    with pytest.raises(GateError) as err:
+        run(env, ctx)
+    assert "HOLD" in str(err.value) and "too few data points" in str(err.value)
+    assert "make report VERSION=v1.0.0" in str(err.value) and "make rollback VERSION=v1.0.0" in str(err.value)

@@ -153,10 +153,13 @@ class RunRecord:
                 return p
         raise KeyError(name)
 
-    def add_phase(self, name: str, notebook: str) -> dict[str, Any]:
+    def add_phase(self, name: str, notebook: str, after: str | None = None) -> dict[str, Any]:
+        """Add a phase to the record (at the end, or right after `after`: the order it runs in)."""
         entry = {"name": name, "notebook": notebook, "status": "pending", "verdict": None, "started": None,
                  "finished": None, "files": {}, "error": None, "checks": [], "blocking": []}
-        self.data["phases"].append(entry)
+        names = [p["name"] for p in self.data["phases"]]
+        at = names.index(after) + 1 if after in names else len(names)
+        self.data["phases"].insert(at, entry)
         return entry
 
     def save(self, redactor: Any | None = None) -> None:

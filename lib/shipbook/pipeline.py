@@ -196,9 +196,16 @@ class Runner:
                 outcome = self.run_phase(rec, phase)
                 if on_phase_done:
                     on_phase_done(outcome)
+                recommendation = rec.data.get("facts", {}).get("recommendation") if phase == "verify" else None
+                if outcome.status == "blocked" and recommendation == "ROLLBACK":
+                    failure = self._on_rollback(rec, outcome, phases[phases.index(phase) + 1:], on_phase_done)
+                    break
                 if outcome.status == "blocked":
                     failure = GateError(phase, [FailedCheck(b.get("id", ""), b.get("verdict", ""),
                                                             b.get("summary", "")) for b in outcome.blocking])
+                    break
+                if outcome.status == "succeeded" and recommendation == "HOLD":
+                    failure = self._on_hold(rec)
                     break
                 if outcome.status == "failed":
                     nb = rec.dir / rec.phase(phase)["notebook"]
@@ -215,11 +222,59 @@ class Runner:
                     p.update(status="failed", finished=audit.now_iso(), error="interrupted")
             self._close(rec)
             raise
-        rec.data["status"] = ("blocked" if isinstance(failure, GateError) else "failed") if failure else "succeeded"
+        if failure is None:
+            rec.data["status"] = "succeeded"
+        elif rec.data.get("status") != "rolled-back":
+            rec.data["status"] = "blocked" if isinstance(failure, GateError) else "failed"
         self._close(rec)
         if failure:
             raise failure
         return rec
+
+    def _commands(self, rec: audit.RunRecord) -> tuple[str, str]:
+        where = f"VERSION={rec.data['version']} ENV={rec.data['env']}"
+        return f"make rollback {where}", f"make report {where}"
+
+    def _on_rollback(self, rec: audit.RunRecord, verify: PhaseOutcome, rest: list[str],
+                     on_phase_done: Callable[[PhaseOutcome], None] | None) -> ShipbookError:
+        """Verify recommends ROLLBACK: roll back now (auto_rollback) or say exactly how to."""
+        facts = rec.data.get("facts", {})
+        reasons = "; ".join(facts.get("rollback_reasons") or []) or "see the verify notebook"
+        blocking = [FailedCheck(b.get("id", ""), b.get("verdict", ""), b.get("summary", "")) for b in verify.blocking]
+        rollback_cmd, _ = self._commands(rec)
+        if not self.env.auto_rollback:
+            return GateError("verify", blocking,
+                             f"verify recommends ROLLBACK: {reasons}. Roll back with: {rollback_cmd}")
+        try:
+            rec.phase("rollback")
+        except KeyError:
+            rec.add_phase("rollback", PHASES["rollback"], after="verify")
+        rec.save(self.redactor)
+        outcome = self.run_phase(rec, "rollback")
+        if on_phase_done:
+            on_phase_done(outcome)
+        if outcome.status != "succeeded":
+            detail = outcome.error or ", ".join(str(b.get("id")) for b in outcome.blocking)
+            return GateError("rollback", blocking,
+                             f"verify recommended ROLLBACK ({reasons}) and the automatic rollback did not succeed: "
+                             f"{detail}. See the rollback notebook; retry with: {rollback_cmd}")
+        rec.data["status"] = "rolled-back"
+        if "report" in rest:  # the completion report records what happened, rollback included
+            report = self.run_phase(rec, "report")
+            if on_phase_done:
+                on_phase_done(report)
+        facts = rec.data.get("facts", {})
+        return GateError("verify", blocking, f"verify recommended ROLLBACK ({reasons}); rolled back to "
+                         f"{facts.get('rolled_back_to') or rec.data.get('previous_version')} with tag "
+                         f"{facts.get('rollback_tag', '?')}")
+
+    def _on_hold(self, rec: audit.RunRecord) -> ShipbookError:
+        """Verify cannot tell: a person decides; the pipeline does not guess."""
+        reasons = "; ".join(rec.data.get("facts", {}).get("hold_reasons") or []) or "see the verify notebook"
+        rollback_cmd, report_cmd = self._commands(rec)
+        return GateError("verify", [FailedCheck("verify.decision", "warn", reasons)],
+                         f"verify is inconclusive (HOLD): {reasons}. A person decides: proceed with `{report_cmd}` "
+                         f"or roll back with `{rollback_cmd}`")
 
     def _close(self, rec: audit.RunRecord) -> None:
         rec.data["finished"] = audit.now_iso()
