@@ -30,8 +30,8 @@ def make_env(tmp_path, moto_url):
     """Write an environment file pointing at the moto server; returns a loader."""
     counter = {"n": 0}
 
-    def _make(extra: str = "", top: str = "", phases: tuple[str, ...] = ("precheck", "backup", "deploy"), runs_url: str = "",
-              secrets: str = "") -> config.Environment:
+    def _make(extra: str = "", top: str = "", phases: tuple[str, ...] = ("precheck", "backup", "deploy"),
+              runs_url: str = "", secrets: str = "") -> config.Environment:
         counter["n"] += 1
         name = f"t{counter['n']}"
         table = f"locks-{tmp_path.name[-20:]}-{name}".replace("_", "-")
