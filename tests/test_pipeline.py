@@ -270,3 +270,14 @@ def test_hold_stops_and_leaves_the_decision_to_a_person(make_env, notebook_dir, 
         run(env, ctx)
     assert "HOLD" in str(err.value) and "too few data points" in str(err.value)
     assert "make report VERSION=v1.0.0" in str(err.value) and "make rollback VERSION=v1.0.0" in str(err.value)
+
+
+def test_one_phase_alone_starts_from_the_facts_of_the_versions_last_run(make_env, notebook_dir, ctx):
+    notebook_dir(precheck="ok", backup="ok")
+    env = make_env(phases=("precheck", "backup"))
+    first, _ = run(env, ctx)
+    again, progress = run(env, ctx, only="backup")
+    assert [e[1] for e in progress.events if e[0] == "start"] == ["backup"]
+    assert again.data["facts_from_run"] == first.run_id
+    nb = nbformat.read(again.dir / "02_backup.ipynb", as_version=4)
+    assert "snapshot pre-deploy-v1-0-0" in json.dumps(nb)  # the fact reached the lone phase as a parameter

@@ -79,8 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _release_args(p)
     for phase in PHASES:
-        p = sub.add_parser(phase, help=f"run only the {phase} phase of VERSION (a new run)")
+        p = sub.add_parser(phase, help=f"run only the {phase} phase of VERSION (a new run, with the facts of the "
+                           "version's last run)")
         _release_args(p, only=False)
+        if phase == "rollback":
+            p.add_argument("--previous-version", default="", help="roll back to this release (default: the last "
+                           "run's previous version)")
+            p.add_argument("--snapshot", default="", help="the pre-deploy snapshot (default: the last run's)")
+            p.add_argument("--confirm-db-restore", action="store_true",
+                           help="allow restoring the database from the snapshot (loses data written since)")
 
     p = sub.add_parser("runs", help="list runs: env, version, status, started, operator, duration")
     p.add_argument("--env", default=None, help="only this environment")
@@ -138,8 +145,17 @@ def _cmd_release(args: argparse.Namespace, only: str | None) -> int:
 
     parse(args.version)  # before anything else, even before the sandbox starts
     env = _load_env(args.env)
-    opts = RunOptions(version=args.version, dry_run=args.dry_run, only=only, resume=args.resume,
-                      params=dict(args.param))
+    params: dict = dict(args.param)
+    if getattr(args, "snapshot", ""):
+        params["snapshot_id"] = args.snapshot
+    if getattr(args, "confirm_db_restore", False):
+        params["confirm_db_restore"] = True
+    if os.environ.get("SECURITY_ISSUE"):  # a person declares a serious security problem (make … SECURITY_ISSUE=…)
+        params["security_issue"] = os.environ["SECURITY_ISSUE"]
+    opts = RunOptions(version=args.version, dry_run=args.dry_run, only=only, resume=args.resume, params=params,
+                      previous_version=getattr(args, "previous_version", "") or "")
+    if opts.previous_version:
+        parse(opts.previous_version, "PREVIOUS_VERSION")
     rec = release.run(env, opts, ConsoleProgress())
     print(f"{rec.data['version']} on {rec.data['env']}: {rec.data['status']} — run {rec.run_id}, "
           f"{rec.dir} (index: {rec.dir.parents[2] / 'index.html'})")

@@ -81,10 +81,16 @@ def run(env: Environment, opts: RunOptions, progress: Progress | None = None, ct
     release_lock = lock.ReleaseLock(env)
     with release_lock.held(operator["git_user"] or operator["aws_arn"] or "unknown", run_id):
         if not opts.resume:
-            opts.previous_version = opts.previous_version or prev
+            # One phase on its own (e.g. `make rollback`) starts from what the last run of the version learnt.
+            last = audit.latest_run(ctx.runs_root, env.name, opts.version) if opts.only else None
+            opts.previous_version = opts.previous_version or (last or {}).get("previous_version") or prev
             opts.commit = opts.commit or commit
             opts.operator = operator
             rec = runner.new_record(opts, phases or [], run_id)
+            if last:
+                rec.data["facts"] = dict(last.get("facts") or {})
+                rec.data["facts_from_run"] = last["run_id"]
+                rec.save(redactor)
         todo = runner.phases_to_run(rec)
         if not todo:
             log.info("run %s has nothing left to run", rec.run_id)
