@@ -69,9 +69,7 @@ def rollback_tag(version: str, previous: str, pattern: str, taken: set[str], min
 
     `mine`: tags this run created (a resumed rollback reuses its own tag).
     """
-    for field_name in ("{next_patch}", "{version}", "{previous}"):
-        pattern = pattern.replace(field_name, field_name)  # the only fields; others are an input error below
-    try:
+    try:  # the fields are {next_patch}, {version} and {previous}; any other is an input error
         first = pattern.format(next_patch=next_patch(version), version=version, previous=previous)
     except (KeyError, IndexError) as exc:
         raise InputError("rollback.tag_pattern", f"{pattern!r}: unknown field {exc} (use {{next_patch}}, "
