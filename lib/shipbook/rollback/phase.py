@@ -63,7 +63,7 @@ class Rollback:
 
     def __init__(self, env: Environment, version: str, *, previous_version: str = "", snapshot_id: str = "",
                  confirm_db_restore: bool = False, db_action: str = "", dry_run: bool = True, run_id: str = "",
-                 deploy_started: str = "", rollback_reasons: Any = None, rollback_tag: str = "",
+                 deploy_started: str = "", rollback_reasons: Any = None, tag_override: str = "",
                  settings: RollbackSettings | None = None, now: Callable[[], datetime] = apply_mod.utcnow,
                  sleep: Callable[[float], None] = time.sleep, report: Reporter = say) -> None:
         self.env = env
@@ -76,7 +76,7 @@ class Rollback:
             "false", "no", "0")
         self.run_id = run_id
         self.reasons = _as_list(rollback_reasons)
-        self.tag_override = rollback_tag
+        self.tag_override = tag_override
         self.settings = settings or RollbackSettings.from_env(env)
         self.now, self.sleep, self.report = now, sleep, report
         self._deploy_started = verify_phase.parse_time(deploy_started)
