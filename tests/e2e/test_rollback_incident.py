@@ -1,0 +1,84 @@
+"""Verify judges on evidence, the rollback undoes a bad release, and the incident is written up.
+
+These run on a twin of their own (another xdist group than test_release.py), so the two
+sets of end-to-end tests run side by side on the two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import requests
+from shipbook import audit
+from test_release import remote_tags, served_version
+
+pytestmark = pytest.mark.xdist_group("sandbox-rollback")
+
+
+def last(twin, version: str) -> dict:
+    rec = audit.latest_run(twin.runs, "sandbox", version)
+    assert rec is not None
+    return rec
+
+
+def phase(rec: dict, name: str) -> dict:
+    return next(p for p in rec["phases"] if p["name"] == name)
+
+
+def test_latency_regression_is_rolled_back_on_the_right_metric(twin):
+    twin.reset("latency-regression")
+    out = twin.run("release", "v1.0.0")
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "ROLLBACK" in out.stderr and "latency" in out.stderr.lower()
+    rec = last(twin, "v1.0.0")
+    assert rec["status"] == "rolled-back"
+    assert rec["facts"]["recommendation"] == "ROLLBACK"
+    assert any("latency" in r.lower() for r in rec["facts"]["rollback_reasons"])
+    assert [p["name"] for p in rec["phases"]] == ["precheck", "backup", "deploy", "verify", "rollback", "report"]
+    assert phase(rec, "rollback")["status"] == "succeeded"
+    assert served_version(twin) == "v0.9.0"
+    assert rec["facts"]["rollback_tag"] in remote_tags(twin)
+
+
+def test_error_spike_release_rollback_incident_status_reports_and_postmortem(twin):
+    twin.reset("error-spike")
+    out = twin.run("make", "--no-print-directory", "rehearse", "VERSION=v1.0.0", "SCENARIO=error-spike")
+    assert "ROLLBACK" in out.stderr, out.stderr[-3000:]
+    rec = last(twin, "v1.0.0")
+    assert rec["status"] == "rolled-back"
+    assert any("5xx" in r or "error" in r.lower() for r in rec["facts"]["rollback_reasons"])
+    assert served_version(twin) == "v0.9.0"
+    assert "v1.0.1-rollback" in remote_tags(twin)
+
+    deploy_started = rec["facts"]["deploy_started"]
+    out = twin.run("incident", "--title", "5xx after v1.0.0", "--start", deploy_started, "--version", "v1.0.0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    incident_id = re.search(r"incident (\S+) opened", out.stdout).group(1)
+    reports = []
+    for lang in ("ja", "en"):
+        out = twin.run("status-report", incident_id, "--lang", lang)
+        assert out.returncode == 0, out.stderr[-2000:]
+        reports.append(out.stdout)
+    for field in ("発生時刻", "影響範囲", "現在の状況", "対応予定時間", "次回の更新予定"):
+        assert field in reports[0]
+    for field in ("Started", "Impact", "Current status", "Expected resolution", "Next update"):
+        assert field in reports[1]
+    inc_dir = twin.runs / "sandbox" / "incidents" / incident_id
+    assert len((inc_dir / "status.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+
+    for lang in ("ja", "en"):
+        out = twin.run("make", "--no-print-directory", "postmortem", f"INCIDENT={incident_id}", f"REPORT_LANG={lang}")
+        assert out.returncode == 0, out.stderr[-3000:]
+        html = (inc_dir / f"postmortem.{lang}.stakeholder.html").read_text(encoding="utf-8")
+        assert "data:image/png;base64" in html  # the impact charts
+    record = json.loads((inc_dir / "run.json").read_text(encoding="utf-8"))
+    moments = [record["facts"][f"postmortem_{k}"] for k in ("deploy_start", "alarm", "rollback", "recovery")]
+    assert all(moments) and moments == sorted(moments), moments  # deploy start → alarm → rollback → recovery
+    for lang in ("ja", "en"):
+        pm = next(p for p in record["phases"] if p["name"] == f"postmortem-{lang}")
+        assert pm["status"] == "succeeded"
+        assert any(c["id"] == "postmortem.timeline" and c["verdict"] == "pass" for c in pm["checks"])
+    assert twin.run("audit").returncode == 0
+    assert requests.get(twin.url("alb_url") + "/health/", timeout=5).ok
