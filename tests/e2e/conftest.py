@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.xdist_group("sandbox"))
+            if item.get_closest_marker("xdist_group") is None:
+                item.add_marker(pytest.mark.xdist_group("sandbox"))
             item.add_marker(pytest.mark.e2e)
 
 

@@ -67,6 +67,7 @@ def test_bad_versions_exit_2_and_change_nothing(twin):
 
 
 def test_healthy_release_deploys_v1_0_0_and_records_everything(twin):
+    twin.reset("healthy")  # a twin of its own state: whatever ran before on it
     out = twin.run("make", "--no-print-directory", "release", "VERSION=v1.0.0")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "deploy [" in out.stderr and "OK   deploy: succeeded" in out.stderr
@@ -110,4 +111,3 @@ def test_crash_on_start_stops_the_release_and_the_old_version_keeps_serving(twin
     assert served_version(twin) == "v0.9.0"
     rec = latest_record(twin, "v1.0.0")
     assert rec["status"] == "blocked"
-    twin.reset("healthy")
