@@ -43,7 +43,6 @@ def test_latency_regression_is_rolled_back_on_the_right_metric(twin):
 
 
 def test_error_spike_release_rollback_incident_status_reports_and_postmortem(twin):
-    twin.reset("error-spike")
     out = twin.run("make", "--no-print-directory", "rehearse", "VERSION=v1.0.0", "SCENARIO=error-spike")
     assert "ROLLBACK" in out.stderr, out.stderr[-3000:]
     rec = last(twin, "v1.0.0")
