@@ -406,3 +406,12 @@ def test_without_the_runs_facts_the_broken_deploy_started_when_its_tag_was_made(
     rb = rollback.start(rb_env(repo), "v1.0.0", report=lambda s: None)
     started = rb.broken_deploy_started()
     assert started is not None and abs((datetime.now(UTC) - started).total_seconds()) < 600
+
+
+def test_the_judge_after_a_rollback_warns_instead_of_blocking():
+    from shipbook.checks import CheckResult
+    from shipbook.rollback.phase import performance_after
+
+    worse = performance_after(CheckResult("verify.performance", "fail", "judge FAIL: latency p95 +21%"))
+    assert worse.verdict == "warn" and "another cause" in worse.summary and worse.id == "rollback.verify.performance"
+    assert performance_after(CheckResult("verify.performance", "pass", "judge PASS")).verdict == "pass"

@@ -58,6 +58,22 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def performance_after(res: Any) -> Check:
+    """The judge after the rollback informs, it does not block.
+
+    Why: the previous version is back (reachable and smoke decide that). Its metrics are judged
+    against the healthy window before the broken deploy, minutes earlier; a difference then
+    says something else changed too (load, the environment, the data the release left) — a
+    person must look, but undoing the rollback would not help, and the run must still record
+    and report what happened.
+    """
+    cid = f"{VERIFY}.performance"
+    if res.verdict in ("fail", "warn"):
+        return Check(cid, "warn", f"not back to the pre-release baseline — {res.summary}; the previous version is "
+                     "serving: look for another cause (load, environment, data)")
+    return Check(cid, res.verdict, res.summary)
+
+
 class Rollback:
     """One rollback of `version`: the plan, each step's result, the verification afterwards."""
 
@@ -256,8 +272,10 @@ class Rollback:
         v = self.verification
         if v is not None and not v.dry:
             for r in v.checks()[:4]:
-                if r.id in (verify_phase.reach.REACHABLE, verify_phase.reach.SMOKE, verify_phase.PERFORMANCE):
+                if r.id in (verify_phase.reach.REACHABLE, verify_phase.reach.SMOKE):
                     out.append(Check(f"{VERIFY}.{r.id.split('.', 1)[1]}", r.verdict, r.summary))
+                elif r.id == verify_phase.PERFORMANCE:
+                    out.append(performance_after(r))
         elif not self.dry_run:
             out.append(Check(VERIFY, "skip" if self.stopped else "fail",
                              f"not verified: {self.stopped}" if self.stopped else "the verification did not run"))
