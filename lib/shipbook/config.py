@@ -27,7 +27,7 @@ ENV_DIR = Path(os.environ.get("SHIPBOOK_ENV_DIR") or PROJECT_ROOT / "environment
 SANDBOX_DIR = Path(os.environ.get("SHIPBOOK_SANDBOX_DIR") or PROJECT_ROOT / ".sandbox").resolve()
 SANDBOX_ACCOUNT = "123456789012"
 # The emulator accepts any credentials; these dummies are the documented moto ones, not a secret.
-SANDBOX_CREDENTIAL = "testing"  # nosec B105
+SANDBOX_CREDENTIAL = "testing"
 
 _PLACEHOLDER = re.compile(r"\{sandbox\.([a-z_]+)\}")
 _SECRET_WORDS = re.compile(r"(secret|password|passwd|token|api_key|apikey|private_key)", re.I)
