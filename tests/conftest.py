@@ -54,9 +54,14 @@ def make_env(tmp_path, moto_url):
             [app]
             repo = "{tmp_path / 'no-repo'}"
             [runner]
-            cell_timeout = 60
+            cell_timeout = 120
             phases = [{", ".join(f'"{p}"' for p in phases)}]
             runs_url = "{runs_url}"
+            [verify]
+            baseline_seconds = 10
+            canary_seconds = 10
+            settle_seconds = 0
+            publish_lag_seconds = 0
             """) + extra + ("\n[secrets]\n" + secrets if secrets else "")
         (env_dir / f"{name}.toml").write_text(body, encoding="utf-8")
         return config.load(name, env_dir=env_dir, sandbox_dir=tmp_path / "nosandbox")

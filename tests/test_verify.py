@@ -36,8 +36,10 @@ def client(service: str):
 # --------------------------------------------------------------------------- settings and windows
 
 
-def test_settings_sandbox_fallback_production_defaults_and_config_by_field_name():
-    assert from_env(env()) is SANDBOX
+def test_settings_sandbox_file_production_defaults_and_config_by_field_name():
+    sandbox = from_env(config.load("sandbox", resolve=False))
+    assert (sandbox.baseline_seconds, sandbox.canary_seconds, sandbox.period) == (120, 120, 1)
+    assert [t.path for t in sandbox.smoke] == ["/health/", "/version/", "/products/", "/products/1/"]
     assert from_env(config.Environment(name="p", kind="aws")).canary_seconds == 1800
 
     import dataclasses

@@ -98,7 +98,7 @@ class StackSection:
 
 @dataclass(frozen=True)
 class RunnerSection:
-    cell_timeout: int = 900
+    cell_timeout: int = 3600
     phases: tuple[str, ...] = ("precheck", "backup", "deploy", "verify", "report")
     runs_url: str = ""
     kernel_name: str = "python3"
@@ -147,6 +147,53 @@ class PrecheckSection:
 
 
 @dataclass(frozen=True)
+class SmokeTestSection:
+    path: str
+    method: str = "GET"
+    status: int = 200
+    text: str = ""  # "{version}" is filled in
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class VerifySection:
+    """Windows, tolerances and smoke tests of the verify phase and its judge."""
+
+    baseline_seconds: int = 1800
+    canary_seconds: int = 1800
+    period: int = 60
+    settle_seconds: int = 120
+    publish_lag_seconds: int = 180
+    alpha: float = 0.01
+    min_points: int = 10
+    latency_tolerance: float = 0.20
+    latency_floor_ms: float = 5.0
+    error_rate_tolerance: float = 0.005
+    cpu_tolerance: float = 0.5
+    cpu_floor: float = 10.0
+    memory_tolerance: float = 0.25
+    memory_floor: float = 5.0
+    min_traffic_ratio: float = 0.5
+    no_data: str = "inconclusive"  # inconclusive | fail | ignore
+    smoke: tuple[SmokeTestSection, ...] = ()
+    alarms: tuple[str, ...] = ()
+    log_filter: str = "?ERROR ?CRITICAL ?Traceback ?Exception"
+    max_log_events: int = 20000
+    http_timeout: float = 10.0
+    tls_warn_days: int = 21
+
+
+@dataclass(frozen=True)
+class RollbackSection:
+    tag_pattern: str = "{next_patch}-rollback"
+    db_swap: str = "rename"  # rename | secret
+    database_url_name: str = "DATABASE_URL"
+    migrate_timeout: float = 1800.0
+    restore_timeout: float = 3600.0
+    poll: float = 5.0
+
+
+@dataclass(frozen=True)
 class ReportSection:
     known_issues: tuple[str, ...] = ()
     next_release: str = ""
@@ -177,6 +224,8 @@ class Environment:
     deploy: DeploySection = field(default_factory=DeploySection)
     backup: BackupSection = field(default_factory=BackupSection)
     precheck: PrecheckSection = field(default_factory=PrecheckSection)
+    verify: VerifySection = field(default_factory=VerifySection)
+    rollback: RollbackSection = field(default_factory=RollbackSection)
     report: ReportSection = field(default_factory=ReportSection)
     secrets: dict[str, SecretRef] = field(default_factory=dict)
     contacts: tuple[Contact, ...] = ()
@@ -386,6 +435,15 @@ def _validate(env: Environment, fname: str) -> None:
         for key, url in urls.items():
             if url and _is_loopback(url):
                 raise ConfigError(fname, key, f"a non-sandbox environment refuses loopback endpoints ({url})")
+    if env.verify.no_data not in ("inconclusive", "fail", "ignore"):
+        raise ConfigError(fname, "verify.no_data", f"must be inconclusive, fail or ignore, got {env.verify.no_data!r}")
+    if env.rollback.db_swap not in ("rename", "secret"):
+        raise ConfigError(fname, "rollback.db_swap", f"must be rename or secret, got {env.rollback.db_swap!r}")
+    wait = env.verify.settle_seconds + env.verify.canary_seconds + env.verify.publish_lag_seconds + 60
+    if "verify" in env.runner.phases and env.runner.cell_timeout <= wait:
+        raise ConfigError(fname, "runner.cell_timeout",
+                          f"must exceed the verify canary wait ({wait} s: settle + canary + publish lag + 60), "
+                          "which runs in one cell")
     pc = env.precheck
     for key in ("bandit_block_severity", "bandit_min_confidence"):
         if getattr(pc, key) not in ("LOW", "MEDIUM", "HIGH"):

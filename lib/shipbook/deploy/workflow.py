@@ -42,7 +42,7 @@ def pick_run(runs: list[dict[str, Any]], tag: str, workflow: str) -> dict[str, A
         by_tag = int(r.get("head_branch") == tag)
         return by_file, by_tag, str(r.get("created_at", ""))
 
-    candidates = [r for r in runs if r.get("event", "push") == "push"]
+    candidates = [r for r in runs if r.get("event", "push") == "push" and r.get("head_branch") in (None, "", tag)]
     if workflow and any(str(r.get("path", "")) for r in candidates):
         candidates = [r for r in candidates if not r.get("path") or str(r["path"]).endswith("/" + workflow)
                       or r["path"] == workflow]

@@ -1,10 +1,8 @@
 """Settings of the verify phase: windows, tolerances, smoke tests, expected alarms.
 
-They come from the environment file's `[verify]` section once config has one (read by field
-name, like `deploy.WatchSettings`). Until then: the production defaults below, and for a
-sandbox environment without a `[verify]` section the compressed `SANDBOX` values — the twin
-publishes 1-second datapoints, so two-minute windows carry as many points as an hour of
-1-minute data. That fallback exists only until `environments/sandbox.toml` has `[verify]`.
+They come from the environment file's `[verify]` section (read by field name). The sandbox's
+file compresses the windows (`SANDBOX` below mirrors it): the twin publishes 1-second
+datapoints, so two-minute windows carry as many points as an hour of 1-minute data.
 """
 
 from __future__ import annotations
@@ -98,7 +96,7 @@ class VerifySettings:
         ]
 
 
-# The sandbox's compressed windows (see the module docstring). 1-second periods at ~15 requests/s.
+# The sandbox's compressed windows, as environments/sandbox.toml sets them (used by tests and the bench).
 SANDBOX = VerifySettings(baseline_seconds=120, canary_seconds=120, period=1, settle_seconds=5,
                          publish_lag_seconds=4, latency_floor_ms=0.5)
 
@@ -107,9 +105,6 @@ def from_env(env: Any) -> VerifySettings:
     """The environment's `[verify]` section by field name; else the defaults (see the module docstring)."""
     section = getattr(env, "verify", None)
     if section is None or not dataclasses.is_dataclass(section):
-        if getattr(env, "is_sandbox", False):
-            log.info("no [verify] section in %s: the built-in sandbox windows are used", getattr(env, "source", "env"))
-            return SANDBOX
         return VerifySettings()
     names = {f.name for f in dataclasses.fields(VerifySettings)}
     values: dict[str, Any] = {}
