@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
-from conftest import aws_client
 from shipbook import config, rollback
 from shipbook.deploy import plan as deploy_plan_mod
 from shipbook.errors import InputError
 from shipbook.rollback import apply as apply_mod
 from shipbook.rollback import db
 from shipbook.rollback.plan import RollbackSettings, find_snapshot, make_plan
+from support import aws_client
 from test_deploy_support import git, make_app_repo
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)

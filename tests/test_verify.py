@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from botocore.stub import ANY, Stubber
-from conftest import aws_client
 from shipbook import config, result
 from shipbook.checks import CheckResult
 from shipbook.errors import InputError
 from shipbook.verify import decision, logs, metrics, monitoring, phase, reach
 from shipbook.verify import judge as J
 from shipbook.verify.settings import SANDBOX, SmokeTest, VerifySettings, from_env
+from support import aws_client
 
 T0 = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 

@@ -41,6 +41,7 @@ def phase(rec: dict, name: str) -> dict:
     return next(p for p in rec["phases"] if p["name"] == name)
 
 
+@pytest.mark.xdist_group("sandbox")  # balances the two twins: this one runs beside the error-spike flow
 def test_latency_regression_is_rolled_back_on_the_right_metric(twin):
     twin.reset("latency-regression")
     out = twin.run("release", "v1.0.0")
