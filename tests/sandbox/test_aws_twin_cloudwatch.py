@@ -96,9 +96,12 @@ def test_breached_alarm_goes_to_alarm_with_history_and_an_outbox_line(
         Period=10, EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold",
         TreatMissingData="notBreaching", AlarmActions=[TOPIC], OKActions=[TOPIC],
     )
-    assert cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"] == "INSUFFICIENT_DATA"
+    # The evaluator may already have run between the two calls, so the initial state is read from the
+    # history (created in INSUFFICIENT_DATA, then evaluated to OK), never from a racing DescribeAlarms.
     wait_for(lambda: cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"] == "OK",
              what="the alarm to evaluate OK without data (notBreaching)")
+    first = cloudwatch.describe_alarm_history(AlarmName=name, HistoryItemType="StateUpdate")["AlarmHistoryItems"]
+    assert [i["HistorySummary"] for i in first] == ["Alarm updated from INSUFFICIENT_DATA to OK"]
 
     cloudwatch.put_metric_data(Namespace=namespace, MetricData=[{"MetricName": "Errors", "Values": [4, 3, 2]}])
     alarm = wait_for(lambda: next((a for a in cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]
