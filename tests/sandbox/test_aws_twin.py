@@ -52,7 +52,8 @@ def test_seeded_task_definition_and_secrets(aws_twin: Twin) -> None:
     assert {s["name"] for s in container["secrets"]} == {"SECRET_KEY", "DATABASE_URL"}
     sm = aws_twin.client("secretsmanager")
     url = sm.get_secret_value(SecretId="shipbook-demo/DATABASE_URL")["SecretString"]
-    assert url.startswith("postgres://demo:") and url.endswith("@127.0.0.1:5432/demo")
+    endpoint = aws_twin.client("rds").describe_db_instances(DBInstanceIdentifier="shipbook-demo-db")["DBInstances"][0]
+    assert url.startswith("postgres://demo:") and url.endswith(f"@{endpoint['Endpoint']['Address']}:5432/demo")
     assert len(sm.get_secret_value(SecretId="shipbook-demo/SECRET_KEY")["SecretString"]) == 50
     images = aws_twin.client("ecr").describe_images(repositoryName="demo-app")["imageDetails"]
     assert any("v0.9.0" in i.get("imageTags", []) for i in images)

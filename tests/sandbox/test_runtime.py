@@ -108,16 +108,36 @@ def seed_plain_moto(url: str, tag: str) -> None:
     ecs.create_service(cluster="shipbook-demo", serviceName="demo-web", taskDefinition=arn, desiredCount=1)
 
 
-class CapturedReports:
-    """Stands in for the agent's HTTP session: records the reports instead of posting them."""
+class Answer:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.status_code, self.body, self.text = 200, body, "{}"
 
-    def __init__(self) -> None:
+    def json(self) -> dict[str, Any]:
+        return self.body
+
+
+class CapturedReports:
+    """Stands in for the agent's HTTP session to the twin's control API (plain moto has none):
+    records the reports instead of posting them, lists no one-off tasks, and puts the database
+    the DATABASE_URL names at `db.sqlite3` under `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
         self.reports: list[dict[str, Any]] = []
+        self.data_dir = data_dir
+        self.hosts: list[str] = []
 
     def post(self, url: str, json: dict[str, Any], timeout: float) -> Any:
         assert url.endswith("/_sandbox/ecs/report")
         self.reports.append(json)
-        return type("Answer", (), {"status_code": 200, "text": "{}"})()
+        return Answer({})
+
+    def get(self, url: str, timeout: float, params: dict[str, str] | None = None) -> Any:
+        if url.endswith("/_sandbox/ecs/tasks"):
+            return Answer({"tasks": []})
+        assert url.endswith("/_sandbox/rds/datafile") and params
+        self.hosts.append(params["host"])
+        return Answer({"instance": "db", "resourceId": "db-TEST", "status": "available",
+                       "path": str(self.data_dir / "db.sqlite3")})
 
 
 # ---------------------------------------------------------------------------------- unit
@@ -271,13 +291,14 @@ def run_agent(agent: Agent, until: Callable[[], Any], timeout: float = 40.0, wha
 def test_agent_runs_the_service_and_reports(moto: str, repos: dict[str, Path], tmp_path: Path) -> None:
     seed_plain_moto(moto, "v0.9.0")
     agent = Agent(tmp_path, moto, app_repo=repos["healthy"], health_interval=0.2)
-    captured = CapturedReports()
+    captured = CapturedReports(tmp_path)
     agent.http = captured  # type: ignore[assignment]
     try:
         run_agent(agent, agent.targets, what="a healthy target")
         target = agent.targets()[0]
         assert requests.get(f"http://127.0.0.1:{target.port}/version/", timeout=5).json()["version"] == "v0.9.0"
-        assert "sqlite" in target.env["DATABASE_URL"] and target.env["SECRET_KEY"] == "k" * 50
+        assert target.env["DATABASE_URL"] == f"sqlite:///{tmp_path / 'db.sqlite3'}" and captured.hosts == ["db.invalid"]
+        assert target.env["SECRET_KEY"] == "k" * 50
         last = captured.reports[-1]
         assert last["service"] == "demo-web" and last["running"] == 1 and last["healthy"] == 1
         assert last["failed"] is False and last["taskDefinition"].endswith("demo-web:1")
@@ -292,7 +313,7 @@ def test_agent_runs_the_service_and_reports(moto: str, repos: dict[str, Path], t
 def test_agent_reports_a_crashing_task_once_per_failure(moto: str, repos: dict[str, Path], tmp_path: Path) -> None:
     seed_plain_moto(moto, "v1.0.0")
     agent = Agent(tmp_path, moto, app_repo=repos["crash"], health_interval=0.2, replace_delay=0.2)
-    captured = CapturedReports()
+    captured = CapturedReports(tmp_path)
     agent.http = captured  # type: ignore[assignment]
     try:
         run_agent(agent, lambda: sum(r["failed"] for r in captured.reports) >= 2, what="two failure reports")
@@ -523,3 +544,56 @@ def test_runtime_faults_show_in_the_metrics(scenario: str, sandbox_factory: Call
         assert sum(after) > 0
         events = aws(box.aws_url, "logs").filter_log_events(logGroupName="/ecs/demo-web", filterPattern="KeyError")
         assert events["events"], "the 500s' tracebacks reach CloudWatch Logs"
+
+
+def run_one_off(box: Sandbox, *command: str) -> str:
+    """RunTask of the service's task definition with a command override, as a release runs `migrate`."""
+    service = box.service()
+    task = aws(box.aws_url, "ecs").run_task(
+        cluster="shipbook-demo", taskDefinition=service["taskDefinition"], launchType="FARGATE", count=1,
+        networkConfiguration=service["networkConfiguration"], startedBy="test",
+        overrides={"containerOverrides": [{"name": "web", "command": list(command)}]},
+    )["tasks"][0]
+    assert task["lastStatus"] == "PROVISIONING"
+    return str(task["taskArn"])
+
+
+def stopped(box: Sandbox, arn: str, timeout: float = 60) -> dict[str, Any]:
+    ecs = aws(box.aws_url, "ecs")
+    return wait_for(lambda: next((t for t in ecs.describe_tasks(cluster="shipbook-demo", tasks=[arn])["tasks"]
+                                  if t["lastStatus"] == "STOPPED"), None), timeout, f"task {arn} to stop")
+
+
+def task_log(box: Sandbox, arn: str) -> str:
+    stream = f"web/web/{arn.rsplit('/', 1)[-1]}"
+    logs = aws(box.aws_url, "logs")
+
+    def events() -> str:
+        try:
+            found = logs.get_log_events(logGroupName="/ecs/demo-web", logStreamName=stream)["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            return ""
+        return "\n".join(e["message"] for e in found)
+
+    return str(wait_for(events, 20, f"the log stream {stream}"))
+
+
+@pytest.mark.slow
+def test_one_off_tasks_really_run_on_the_service_database(sandbox_factory: Callable[[str], Sandbox]) -> None:
+    box = sandbox_factory("healthy")
+    ok = run_one_off(box, "python", "manage.py", "showmigrations", "shop")
+    task = stopped(box, ok)
+    assert task["containers"][0]["exitCode"] == 0 and task["stopCode"] == "EssentialContainerExited", task
+    assert "[X] 0002_seed_products" in task_log(box, ok)  # the service's own database: v0.9.0 migrated it
+
+    bad = stopped(box, run_one_off(box, "python", "manage.py", "migrate", "shop", "9999_nope", "--noinput"))
+    assert bad["containers"][0]["exitCode"] == 1, bad
+
+    ecs = aws(box.aws_url, "ecs")
+    slow = run_one_off(box, "python", "-c", "import time; time.sleep(120)")
+    wait_for(lambda: ecs.describe_tasks(cluster="shipbook-demo", tasks=[slow])["tasks"][0]["lastStatus"] == "RUNNING",
+             30, "the task to run")
+    ecs.stop_task(cluster="shipbook-demo", task=slow, reason="test: enough")
+    task = stopped(box, slow, 30)
+    assert task["containers"][0]["exitCode"] == 143 and task["stoppedReason"] == "test: enough", task
+    assert task["stopCode"] == "UserInitiated"

@@ -5,7 +5,7 @@ Entry points:
 - `shipbook.sandbox.aws_twin.seed.seed(endpoint_url)`: the demo stack and its out-of-band parts.
 
 Extension modules (each patches one area of moto in the server process): `cfn_models`,
-`cfn_fixes`, `cfn_events`, `ecs_rollout`, `elb_targets`, `rds_snapshots`, `cw_percentiles`, `cw_alarms`,
+`cfn_fixes`, `cfn_events`, `ecs_rollout`, `elb_targets`, `rds_snapshots`, `rds_data`, `cw_percentiles`, `cw_alarms`,
 `sns_outbox`, `iam_simulate`; `control` serves `/_sandbox/*`, `ticker` drives time.
 """
 

@@ -12,6 +12,8 @@
   DeletionProtection and ManageMasterUserPassword; applied after moto creates the instance.
 - Fn::GetAtt of a log group's Arn lacks the `:*` suffix AWS returns (the form IAM policies use
   to cover the group's streams); added.
+- AWS::EC2::VPC ignores EnableDnsHostnames and EnableDnsSupport (so the task ENIs of RunTask had no
+  private DNS name and RunTask failed with HTTP 500); applied after moto creates the VPC.
 - UpdateStack only modifies resources whose own text or `Ref`'d parameters changed, so a new
   `ImageTag` produced a new task definition but left the service on the old one. The diff now
   follows `Ref`, `Fn::GetAtt`, `Fn::Sub` and `DependsOn` to dependents, in dependency order.
@@ -26,6 +28,7 @@ from typing import Any
 
 from moto.cloudformation.parsing import ResourceMap
 from moto.core.utils import pascal_to_camelcase, remap_nested_keys
+from moto.ec2.models.vpcs import VPC
 from moto.ecs.models import Cluster, Service, TaskDefinition, ecs_backends
 from moto.elbv2.models import FakeLoadBalancer, FakeTargetGroup
 from moto.logs.models import LogGroup
@@ -183,6 +186,22 @@ def _db_instance_create(
     return database
 
 
+# ----------------------------------------------------------------------- EC2 VPC
+_original_vpc_create = VPC.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+
+def _vpc_create(
+    cls: type, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+) -> VPC:
+    props = cloudformation_json["Properties"]
+    vpc = _original_vpc_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+    if "EnableDnsHostnames" in props:
+        vpc.enable_dns_hostnames = _truthy(props["EnableDnsHostnames"])
+    if "EnableDnsSupport" in props:
+        vpc.enable_dns_support = _truthy(props["EnableDnsSupport"])
+    return vpc
+
+
 # --------------------------------------------------------------- ELBv2 attributes
 _original_lb_attribute = FakeLoadBalancer.get_cfn_attribute
 
@@ -318,4 +337,5 @@ def install() -> None:
     FakeTargetGroup.get_cfn_attribute = _tg_attribute  # type: ignore[attr-defined]
     LogGroup.get_cfn_attribute = _log_group_attribute  # type: ignore[method-assign]
     DBInstance.create_from_cloudformation_json = classmethod(_db_instance_create)  # type: ignore[method-assign,assignment]
+    VPC.create_from_cloudformation_json = classmethod(_vpc_create)  # type: ignore[method-assign,assignment]
     log.debug("CloudFormation fixes installed")

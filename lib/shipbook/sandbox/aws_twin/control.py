@@ -4,6 +4,11 @@
 - `POST /_sandbox/ecs/report` `{"cluster", "service", "taskDefinition", "running", "healthy",
   "failed", "reason"}` -> 200 with the service's deployments after the report; 400 for a bad
   body, 404 for an unknown service or task definition.
+- `GET  /_sandbox/ecs/tasks` -> the one-off (RunTask) tasks not yet stopped; `POST
+  /_sandbox/ecs/task-state` `{"taskArn", "lastStatus", "exitCode", "reason"}` -> 200; 400 for a
+  bad body, 404 for an unknown task (see `ecs_tasks`).
+- `GET  /_sandbox/rds/datafile?host=ADDRESS` -> 200 `{"instance", "resourceId", "status", "path"}`
+  of the DB instance whose endpoint is ADDRESS now; 404 when none (see `rds_data`).
 - `POST /_sandbox/faults` `{"rds_snapshot_failure": bool}` -> 200 with all faults; 400 for an
   unknown fault name or a non-boolean value. `GET /_sandbox/faults` -> the faults.
 """
@@ -17,8 +22,9 @@ import os
 from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from typing import Any
+from urllib.parse import parse_qs
 
-from . import ecs_rollout
+from . import ecs_rollout, ecs_tasks, rds_data
 from .state import TWIN
 
 log = logging.getLogger(__name__)
@@ -77,6 +83,30 @@ def _report(environ: dict[str, Any], start_response: StartResponse) -> Iterable[
     return _reply(start_response, 200, result)
 
 
+def _tasks(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    return _reply(start_response, 200, {"tasks": ecs_tasks.pending()})
+
+
+def _task_state(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    try:
+        result = ecs_tasks.report(_body(environ))
+    except ecs_tasks.UnknownTask as exc:
+        return _reply(start_response, 404, {"error": str(exc)})
+    except ValueError as exc:
+        return _reply(start_response, 400, {"error": str(exc)})
+    return _reply(start_response, 200, result)
+
+
+def _datafile(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    host = (parse_qs(str(environ.get("QUERY_STRING", ""))).get("host") or [""])[0]
+    if not host:
+        return _reply(start_response, 400, {"error": "host is required"})
+    found = rds_data.resolve(host)
+    if found is None:
+        return _reply(start_response, 404, {"error": f"no DB instance has the endpoint {host}"})
+    return _reply(start_response, 200, found)
+
+
 def _faults(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     if environ.get("REQUEST_METHOD") == "POST":
         try:
@@ -97,6 +127,9 @@ def _faults(environ: dict[str, Any], start_response: StartResponse) -> Iterable[
 ROUTES: dict[tuple[str, str], Callable[[dict[str, Any], StartResponse], Iterable[bytes]]] = {
     ("GET", "/_sandbox/health"): _health,
     ("POST", "/_sandbox/ecs/report"): _report,
+    ("GET", "/_sandbox/ecs/tasks"): _tasks,
+    ("POST", "/_sandbox/ecs/task-state"): _task_state,
+    ("GET", "/_sandbox/rds/datafile"): _datafile,
     ("GET", "/_sandbox/faults"): _faults,
     ("POST", "/_sandbox/faults"): _faults,
 }

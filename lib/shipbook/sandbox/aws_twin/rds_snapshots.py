@@ -3,7 +3,8 @@
 moto 5.2.5 makes a snapshot `available` the moment CreateDBSnapshot returns, so a backup phase
 never exercises its waiting. Here a new manual snapshot is `creating` with `PercentProgress`
 advancing over `Settings.snapshot_seconds`, then `available` (with RDS's start/finish events);
-with the `rds_snapshot_failure` fault on it ends `failed` half-way instead.
+with the `rds_snapshot_failure` fault on it ends `failed` half-way instead. The snapshot holds a copy
+of the instance's data taken when it was created (`rds_data`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from moto.rds.models import DBSnapshot, RDSBackend
 
+from . import rds_data
 from .state import TWIN
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ _original_create_db_snapshot = RDSBackend.create_db_snapshot
 
 def _create_db_snapshot(self: RDSBackend, *args: Any, **kwargs: Any) -> DBSnapshot:
     snapshot = _original_create_db_snapshot(self, *args, **kwargs)
+    rds_data.capture(snapshot)
     if snapshot.snapshot_type == "manual":
         snapshot.status = "creating"
         snapshot.percent_progress = 0

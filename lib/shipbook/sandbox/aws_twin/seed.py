@@ -32,6 +32,7 @@ REPOSITORY = "demo-app"
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "fixture" / "template.yaml"
 DEFAULT_PARAMETERS = {"ImageTag": IMAGE_TAG, "AlarmPeriod": "10"}
 DATABASE_URL_NAME = "shipbook-demo/DATABASE_URL"
+DB_INSTANCE = "shipbook-demo-db"
 CREDENTIALS = ("testing", "testing")  # the twin's dummy access key id and secret
 _DONE = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE")
 
@@ -108,7 +109,11 @@ def _create_stack(cloudformation: Any, parameters: dict[str, str]) -> dict[str, 
 
 
 def write_database_url(client: Any) -> None:
-    """Give the DATABASE_URL secret its value (a random password) unless it has one."""
+    """Give the DATABASE_URL secret its value unless it has one: the instance's endpoint, a random password.
+
+    The runtime maps the endpoint to the instance's data (`rds_data`), so a renamed or restored
+    instance is what the app reaches through the same URL, as on AWS.
+    """
     secretsmanager = client("secretsmanager")
     try:
         secretsmanager.get_secret_value(SecretId=DATABASE_URL_NAME)
@@ -116,9 +121,10 @@ def write_database_url(client: Any) -> None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise
+    endpoint = client("rds").describe_db_instances(DBInstanceIdentifier=DB_INSTANCE)["DBInstances"][0]["Endpoint"]
     password = secrets.token_urlsafe(18)
-    secretsmanager.put_secret_value(SecretId=DATABASE_URL_NAME,
-                                    SecretString=f"postgres://demo:{password}@127.0.0.1:5432/demo")
+    url = f"postgres://demo:{password}@{endpoint['Address']}:{endpoint.get('Port') or 5432}/demo"
+    secretsmanager.put_secret_value(SecretId=DATABASE_URL_NAME, SecretString=url)
 
 
 def _facts(client: Any, stack: dict[str, Any], digest: str) -> dict[str, Any]:
@@ -151,7 +157,7 @@ def _facts(client: Any, stack: dict[str, Any], digest: str) -> dict[str, Any]:
         "target_group": "demo-web-tg",
         "health_check_path": "/health/",
         "log_group": "/ecs/demo-web",
-        "db_instance": "shipbook-demo-db",
+        "db_instance": DB_INSTANCE,
         "secrets": {"SECRET_KEY": physical.get("SecretKeySecret"), "DATABASE_URL": physical.get("DatabaseUrlSecret")},
         "topic_arn": outputs.get("AlarmTopicArn"),
         "subscription_arn": physical.get("AlarmEmailSubscription"),

@@ -88,14 +88,16 @@ def install_extensions() -> None:
         cw_alarms,
         cw_percentiles,
         ecs_rollout,
+        ecs_tasks,
         elb_targets,
         iam_simulate,
+        rds_data,
         rds_snapshots,
         sns_outbox,
     )
 
-    for module in (cfn_models, cfn_fixes, cfn_events, ecs_rollout, rds_snapshots, cw_percentiles, cw_alarms, sns_outbox,
-                   iam_simulate, elb_targets):
+    for module in (cfn_models, cfn_fixes, cfn_events, ecs_rollout, ecs_tasks, rds_snapshots, rds_data, cw_percentiles,
+                   cw_alarms, sns_outbox, iam_simulate, elb_targets):
         module.install()
 
 

@@ -26,6 +26,7 @@ class Settings:
     """Tunables of the emulator extensions (all short: the sandbox compresses time)."""
 
     snapshot_seconds: float = 3.0
+    restore_seconds: float = 3.0
     tick_seconds: float = 1.0
     ecs_failed_task_threshold: int = 3
     health_metric_seconds: float = 5.0

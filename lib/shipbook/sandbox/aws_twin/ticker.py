@@ -1,4 +1,4 @@
-"""The background clock of the twin: snapshots progress, alarms are evaluated, host counts published."""
+"""The background clock of the twin: snapshots and restores progress, alarms are evaluated, host counts published."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from . import cw_alarms, elb_targets, rds_snapshots
+from . import cw_alarms, elb_targets, rds_data, rds_snapshots
 from .state import TWIN
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,7 @@ def tick_once(now: float | None = None, publish_hosts: bool = True) -> None:
     """One round of every periodic extension, under the twin's lock."""
     with TWIN.lock:
         rds_snapshots.tick(now)
+        rds_data.tick(now)
         if publish_hosts:
             elb_targets.publish_host_counts()
         cw_alarms.tick()

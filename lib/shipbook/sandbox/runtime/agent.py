@@ -5,6 +5,15 @@ Every poll: DescribeServices; for each deployment's task definition keep `desire
 definition to `{aws_url}/_sandbox/ecs/report`. A task that exits or fails its health checks is
 reported once with `failed: true` and replaced, as ECS does, until the twin marks the deployment
 FAILED (its circuit breaker). Task definitions that left the service are drained and stopped.
+
+One-off tasks (RunTask, e.g. a reverse migration) are listed by the twin at
+`/_sandbox/ecs/tasks`: each runs its command override once in a copy of its image, with the task
+definition's environment and secrets, its output shipped to its own log stream; it is reported
+RUNNING, then STOPPED with its exit code (`/_sandbox/ecs/task-state`). StopTask stops it (SIGTERM).
+
+DATABASE_URL: its host is an RDS endpoint; the twin says which instance answers there now and
+where that instance's data is (`/_sandbox/rds/datafile`), and the task gets that SQLite file. A
+host no instance answers at gets a database that cannot be opened, as a refused connection.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,7 +45,7 @@ from shipbook.sandbox.runtime.tasks import (
 
 logger = logging.getLogger(__name__)
 
-_AWS_ERRORS = (ClientError, BotoCoreError)
+_AWS_ERRORS = (ClientError, BotoCoreError, requests.RequestException)
 
 
 @dataclass
@@ -69,6 +79,7 @@ class Agent:
     _next_start: dict[str, float] = field(default_factory=dict)
     _draining: list[tuple[float, Task]] = field(default_factory=list)
     _notes: set[str] = field(default_factory=set)
+    one_offs: dict[str, Task] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ecs = client("ecs", self.aws_url)
@@ -115,6 +126,7 @@ class Agent:
             self._finish_drains(now)
         for report in reports:
             self._send(report)
+        self._one_off_tasks()
         self._write_status()
         return reports
 
@@ -193,6 +205,70 @@ class Agent:
             if report.failed:
                 self.pending_failures.setdefault(report.task_definition, []).insert(0, report.reason)
 
+    # -- one-off tasks (RunTask) --------------------------------------------------------------
+    def _one_off_tasks(self) -> None:
+        """Start the tasks RunTask asked for, stop those StopTask asked to stop, report those that ended."""
+        try:
+            response = self.http.get(f"{self.aws_url}/_sandbox/ecs/tasks", timeout=5)
+            listed = response.json()["tasks"] if response.status_code == 200 else []
+        except (requests.RequestException, ValueError, KeyError) as error:
+            self._note("one-off", f"listing one-off tasks failed: {error}")
+            return
+        for item in listed:
+            arn = item["taskArn"]
+            task = self.one_offs.get(arn)
+            if task is None and item.get("desiredStatus") == "STOPPED":
+                self._task_state(arn, "STOPPED", None, "stopped before it started")
+            elif task is None:
+                self._start_one_off(item)
+            elif item.get("desiredStatus") == "STOPPED" and task.alive():
+                threading.Thread(target=task.stop, daemon=True).start()
+        for arn, task in list(self.one_offs.items()):
+            code = task.exit_code()
+            if code is None:
+                continue
+            del self.one_offs[arn]
+            exit_code = 128 - code if code < 0 else code  # killed by a signal: 128 + its number, as Docker says
+            self._task_state(arn, "STOPPED", exit_code, "" if code == 0 else f"exit code {exit_code}")
+            threading.Thread(target=self._retire, args=(task,), daemon=True).start()
+
+    def _start_one_off(self, item: dict[str, Any]) -> None:
+        arn, td = item["taskArn"], item["taskDefinition"]
+        override = next((o for o in (item.get("overrides") or {}).get("containerOverrides", [])
+                         if o.get("name") == CONTAINER), {})
+        try:
+            taskdef = self._task_definition(td)
+            container = next(c for c in taskdef["containerDefinitions"] if c["name"] == CONTAINER)
+            image = prepare_image(image_tag(container["image"]), self.state_dir, self.app_repo)
+            env = {**image_env(image), **{e["name"]: e["value"] for e in container.get("environment", [])}}
+            env.update(self._secrets(container.get("secrets", [])))
+            env.update({e["name"]: e["value"] for e in override.get("environment", [])})
+        except (ImageError, StopIteration, *_AWS_ERRORS) as error:
+            self._task_state(arn, "STOPPED", None, f"CannotStartContainerError: {error}")
+            return
+        task = Task(task_definition=td, tag=image_tag(container["image"]), workdir=Path(), env=env,
+                    on_line=self.on_line, task_id=item.get("taskId") or arn.rsplit("/", 1)[-1],
+                    command=override.get("command") or container.get("command"))
+        task.workdir = self.runtime_dir / "tasks" / task.task_id
+        task.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            task.start(image)
+        except OSError as error:
+            self._task_state(arn, "STOPPED", None, f"CannotStartContainerError: {error}")
+            return
+        self.one_offs[arn] = task
+        logger.info("one-off task %s started: %s", task.task_id, " ".join(task.command or ["(entrypoint)"]))
+        self._task_state(arn, "RUNNING", None, "")
+
+    def _task_state(self, arn: str, state: str, exit_code: int | None, reason: str) -> None:
+        body = {"taskArn": arn, "lastStatus": state, "exitCode": exit_code, "reason": reason}
+        try:
+            response = self.http.post(f"{self.aws_url}/_sandbox/ecs/task-state", json=body, timeout=5)
+            if response.status_code >= 400:
+                logger.warning("task state %s of %s rejected: %s", state, arn, response.text[:200])
+        except requests.RequestException as error:
+            logger.warning("task state %s of %s not reported: %s", state, arn, error)
+
     # -- launching ----------------------------------------------------------------------------
     def _task_definition(self, arn: str) -> dict[str, Any]:
         if arn not in self._taskdefs:
@@ -242,13 +318,23 @@ class Agent:
                     raise
                 values[name] = ""
         url = values.get("DATABASE_URL", "")
-        if url.startswith(("postgres://", "postgresql://")) and reachable(url):
-            self._note("db", "DATABASE_URL's PostgreSQL server is reachable: the app uses it")
-        else:
-            local = self.runtime_dir / "db.sqlite3"
-            values["DATABASE_URL"] = f"sqlite:///{local}"
-            self._note("db", f"DATABASE_URL's server is not reachable from the sandbox: the app uses SQLite at {local}")
+        if url.startswith(("postgres://", "postgresql://")):
+            values["DATABASE_URL"] = self._database(url)
         return values
+
+    def _database(self, url: str) -> str:
+        """The database a task reaches through `url`: the RDS twin's data of the instance at that host."""
+        host = urlsplit(url).hostname or ""
+        response = self.http.get(f"{self.aws_url}/_sandbox/rds/datafile", params={"host": host}, timeout=5)
+        if response.status_code == 200:
+            found = response.json()
+            self._note(f"db-{found['resourceId']}", f"{host} is {found['instance']}: the app uses {found['path']}")
+            return f"sqlite:///{found['path']}"
+        if reachable(url):
+            self._note("db-real", f"{host} is a reachable PostgreSQL server: the app uses it")
+            return url
+        self._note(f"db-none-{host}", f"no DB instance answers at {host}: the task cannot connect")
+        return f"sqlite:///{self.runtime_dir / 'unreachable' / host / 'db.sqlite3'}"
 
     # -- settings and status ------------------------------------------------------------------
     def _health_settings(self, service: dict[str, Any]) -> HealthSettings:

@@ -4,7 +4,8 @@ The image of tag T is `<state-dir>/images/T/` (built by the GitHub twin's deploy
 deployer never built it (the seeded release), the tree of git tag T from the app repository.
 Each task runs from its own copy, like a container's filesystem, as
 `sh -c "python manage.py migrate --noinput && exec python manage.py runserver 127.0.0.1:PORT"`:
-the image's entrypoint migrates first, then the server replaces the shell.
+the image's entrypoint migrates first, then the server replaces the shell. A one-off task (RunTask)
+runs its command override instead, e.g. `python manage.py migrate shop 0004 --noinput`.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class Task:
     memory_mib: int = 512
     on_line: Callable[[Task, str], None] = lambda task, line: None
     task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    command: list[str] | None = None  # a one-off task's command override (else the image's entrypoint)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
@@ -148,20 +150,22 @@ class Task:
         return self.process.pid if self.process else None
 
     def start(self, image: Path, python: str = sys.executable) -> None:
-        """Copy the image and start the entrypoint (migrate, then serve)."""
+        """Copy the image and start the entrypoint (migrate, then serve), or the task's `command` override."""
         app = self.workdir / "app"
         shutil.rmtree(app, ignore_errors=True)
         shutil.copytree(image, app, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         self.port = free_port()
         py = shlex.quote(python)
-        command = (f"{py} manage.py migrate --noinput && "
-                   f"exec {py} manage.py runserver --noreload 127.0.0.1:{self.port}")
+        if self.command:  # a one-off task: the image's python is this interpreter
+            argv = [python if i == 0 and arg in ("python", "python3") else arg for i, arg in enumerate(self.command)]
+        else:
+            argv = ["/bin/sh", "-c", f"{py} manage.py migrate --noinput && "
+                                     f"exec {py} manage.py runserver --noreload 127.0.0.1:{self.port}"]
         env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
         env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(self.workdir)})
         env.update(self.env)
         self.process = subprocess.Popen(
-            ["/bin/sh", "-c", command], cwd=app, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            argv, cwd=app, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         self.started = time.monotonic()
         threading.Thread(target=self._read_output, name=f"task-{self.task_id[:8]}-out", daemon=True).start()
