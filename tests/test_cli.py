@@ -50,3 +50,9 @@ def test_make_release_without_version_is_a_clear_error():
     assert out.returncode == 2
     assert "VERSION is required, e.g. make release VERSION=v1.0.0" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_an_unknown_database_action_is_exit_2_naming_the_option():
+    out = sh(sys.executable, "-m", "shipbook", "rollback", "v1.0.0", "--env", "sandbox", "--db-action", "sideways")
+    assert out.returncode == 2
+    assert "--db-action" in out.stderr and "invalid choice: 'sideways'" in out.stderr

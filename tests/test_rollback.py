@@ -159,6 +159,9 @@ def test_the_operator_can_keep_or_force():
     migrations = [mig("0003_category", REVERSIBLE)]
     assert dbplan(migrations, db_action="none").action == db.KEEP
     assert dbplan(migrations, db_action="restore", confirm=True).action == db.RESTORE
+    asked = dbplan(migrations, db_action="restore")  # asked for by name, not confirmed: refused, nothing changes
+    assert asked.problems and "needs an explicit confirmation" in asked.problems[0]
+    assert "DB_ACTION=restore CONFIRM_DB_RESTORE=1" in asked.problems[0]
     assert "cannot reverse" in dbplan([mig("0005_n", IRREVERSIBLE)], db_action="reverse").problems[0]
     assert dbplan(migrations, db_action="sideways").problems
 

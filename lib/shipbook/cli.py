@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--snapshot", default="", help="the pre-deploy snapshot (default: the last run's)")
             p.add_argument("--confirm-db-restore", action="store_true",
                            help="allow restoring the database from the snapshot (loses data written since)")
+            p.add_argument("--db-action", default="auto", choices=("auto", "reverse", "restore", "none"),
+                           help="the database step: auto (reverse the release's migrations when all reverse, "
+                           "else restore), reverse, restore (needs --confirm-db-restore), none (leave it)")
 
     p = sub.add_parser("runs", help="list runs: env, version, status, started, operator, duration")
     p.add_argument("--env", default=None, help="only this environment")
@@ -150,6 +153,8 @@ def _cmd_release(args: argparse.Namespace, only: str | None) -> int:
         params["snapshot_id"] = args.snapshot
     if getattr(args, "confirm_db_restore", False):
         params["confirm_db_restore"] = True
+    if getattr(args, "db_action", "auto") != "auto":
+        params["db_action"] = args.db_action
     if os.environ.get("SECURITY_ISSUE"):  # a person declares a serious security problem (make … SECURITY_ISSUE=…)
         params["security_issue"] = os.environ["SECURITY_ISSUE"]
     opts = RunOptions(version=args.version, dry_run=args.dry_run, only=only, resume=args.resume, params=params,

@@ -341,6 +341,12 @@ def plan_database(migrations: list[Migration], targets: dict[str, str], target_p
     if confirm:
         p.action = RESTORE
         return p
+    if db_action == RESTORE:  # asked for by name: refuse rather than roll the code back without it
+        p.action = RESTORE
+        p.problems.append(f"db_action=restore needs an explicit confirmation (it loses the data written since the "
+                          f"snapshot): nothing is changed. Re-run with --confirm-db-restore: {rollback_command} "
+                          "DB_ACTION=restore CONFIRM_DB_RESTORE=1")
+        return p
     if compatible:
         p.action = KEEP
         stays = ", ".join(m.label for m in migrations if not m.reversible)
