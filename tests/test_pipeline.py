@@ -30,6 +30,9 @@ class Collect(Progress):
     def phase_end(self, phase, status, verdict, seconds, detail):
         self.events.append(("end", phase, status, detail))
 
+    def output(self, phase, line):
+        self.events.append(("output", phase, line))
+
 
 @pytest.fixture
 def ctx(tmp_path):
@@ -173,6 +176,9 @@ def test_planted_secrets_appear_nowhere_on_disk(make_env, notebook_dir, ctx, mon
     assert hits == []
     nb_text = next(ctx.runs_root.rglob("01_precheck.ipynb")).read_text()
     assert "***" in nb_text and "stdout:" in nb_text
+    printed = [e[2] for e in progress.events if e[0] == "output"]  # what the terminal showed while it ran
+    assert any(line.startswith("stdout:") and "***" in line for line in printed), printed
+    assert not any(secret in line for line in printed)
 
 
 def test_finished_run_is_mirrored_to_s3(make_env, notebook_dir, ctx, moto_url):

@@ -43,6 +43,9 @@ class ConsoleProgress:
         tail = f" — {detail}" if detail else ""
         self._say(f"{mark} {phase}: {status}, verdict {verdict or '-'}, {seconds:.1f}s{tail}")
 
+    def output(self, phase: str, line: str) -> None:
+        self._say(f"   {phase} │ {line}")
+
 
 def _env_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default=os.environ.get("SHIPBOOK_ENV", "sandbox"),

@@ -72,13 +72,20 @@ class FailedCheck:
     summary: str = ""
 
 
+def _short(text: str, limit: int = 300) -> str:
+    """One line of at most `limit` characters (an error stays one line)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 class GateError(ShipbookError):
     """A phase's gate blocked: lists every blocking check."""
 
     exit_code = EXIT_GATE
 
     def __init__(self, phase: str, failed: Sequence[FailedCheck], message: str = "") -> None:
-        names = ", ".join(f"{f.id} ({f.verdict})" for f in failed) or "no checks named"
+        names = "; ".join(f"{f.id} ({f.verdict})" + (f": {_short(f.summary)}" if f.summary else "")
+                          for f in failed) or "no checks named"
         super().__init__(message or f"phase {phase} blocked the release: {names}")
         self.phase = phase
         self.failed = list(failed)

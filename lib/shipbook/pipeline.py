@@ -44,6 +44,29 @@ class Progress:
     def phase_end(self, phase: str, status: str, verdict: str | None, seconds: float, detail: str) -> None:
         log.info("phase %s %s (%s) in %.1fs %s", phase, status, verdict, seconds, detail)
 
+    def output(self, phase: str, line: str) -> None:
+        """One line a cell printed (already redacted): what a long cell is doing while the person waits."""
+        log.info("phase %s | %s", phase, line)
+
+
+class _LineForwarder:
+    """A file-like sink for the kernel's stdout: complete lines, redacted, to `Progress.output`."""
+
+    def __init__(self, phase: str, progress: Progress, redact: Callable[[str], str]) -> None:
+        self.phase, self.progress, self.redact = phase, progress, redact
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.progress.output(self.phase, self.redact(line.rstrip()))
+        return len(text)
+
+    def flush(self) -> None:
+        """Lines are forwarded as they complete; a partial line waits for its end."""
+
 
 @dataclass
 class RunOptions:
@@ -132,6 +155,7 @@ class Runner:
                 engine_name=engine.ENGINE_NAME, kernel_name=self.env.runner.kernel_name,
                 execution_timeout=self.env.runner.cell_timeout, progress_bar=False,
                 kernel_env={**self.kernel_env, "SHIPBOOK_WORK_DIR": str(work)},
+                stdout_file=_LineForwarder(phase, self.progress, self.redactor.text),
                 on_cell=self.progress.cell, phase=phase, cwd=str(self.notebook_dir))
         except PapermillExecutionError as exc:
             error = f"{exc.ename}: {exc.evalue}"

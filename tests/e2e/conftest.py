@@ -43,10 +43,11 @@ class Twin:
     def env(self) -> config.Environment:
         return config.load("sandbox", sandbox_dir=self.sb.root)
 
-    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        """Run a command (make …, or shipbook … as python -m shipbook) against this twin."""
+    def run(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run a command (make …, or shipbook … as python -m shipbook) against this twin (`env`: more variables)."""
         cmd = list(args) if args[0] == "make" else [sys.executable, "-m", "shipbook", *args]
-        return subprocess.run(cmd, cwd=ROOT, env=self.env_vars, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, cwd=ROOT, env={**self.env_vars, **(env or {})}, capture_output=True, text=True,
+                              timeout=timeout)
 
     def reset(self, scenario: str) -> None:
         self.sb.reset(scenario, say=print)

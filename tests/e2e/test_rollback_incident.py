@@ -53,6 +53,10 @@ def test_latency_regression_is_rolled_back_on_the_right_metric(twin):
     assert any("latency" in r.lower() for r in rec["facts"]["rollback_reasons"])
     assert [p["name"] for p in rec["phases"]] == ["precheck", "backup", "deploy", "verify", "rollback", "report"]
     assert phase(rec, "rollback")["status"] == "succeeded"
+    # the release's migrations reversed by a one-off task of its own task definition, before the code went back
+    database = next(c for c in phase(rec, "rollback")["checks"] if c["id"] == "rollback.database")
+    assert database["verdict"] == "pass", database
+    assert database["summary"] == "reversed: python manage.py migrate shop 0002_seed_products --noinput"
     serves_the_previous_release(twin, rec)
     assert rec["facts"]["rollback_tag"] in remote_tags(twin)
 
