@@ -12,7 +12,7 @@ export ENV VERSION RESUME SCENARIO TITLE INCIDENT PREVIOUS_VERSION SNAPSHOT STAR
 VERSION_ARGS = "$$VERSION" --env "$$ENV" $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume "$$RESUME")
 PHASES := precheck backup deploy verify rollback report
 
-.PHONY: help release $(PHASES) incident postmortem notes runs audit lab test lint clean sandbox sandbox-down rehearse
+.PHONY: help release $(PHASES) incident postmortem notes runs audit lab test lint clean sandbox sandbox-down rehearse rehearsals
 
 help: ## list the targets
 	@echo "shipbook — release runbooks (ENV=$$ENV)"
@@ -28,7 +28,8 @@ help: ## list the targets
 	@echo "  make audit                                   verify the audit trail (hash chain and files)"
 	@echo "  make lab                                     JupyterLab on notebooks/ with the library importable"
 	@echo "  make sandbox | sandbox-down                  start / stop the local twin of production"
-	@echo "  make test                                    run the test suite"
+	@echo "  make test                                    run the test suite (without the rehearsals)"
+	@echo "  make rehearsals                              long end-to-end rehearsals against a sandbox of their own"
 	@echo "  make lint                                    ruff + bandit on shipbook itself"
 	@echo "  make clean                                   remove .venv, caches and the sandbox state (keeps runs/)"
 
@@ -87,7 +88,10 @@ sandbox-down: $(STAMP)
 	@$(SB) sandbox down
 
 test: $(STAMP)
-	@$(VENV)/bin/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -n 2 --dist loadgroup -m "not rehearsal" $(PYTEST_ARGS)
+
+rehearsals: $(STAMP)
+	@$(VENV)/bin/pytest -m rehearsal -p no:randomly -s tests/e2e $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check lib tests bench
