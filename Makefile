@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ENV ?= sandbox
 SB := $(PY) -m shipbook
 # User values reach the shell only as quoted environment variables, never spliced into a command line.
-export ENV VERSION RESUME SCENARIO TITLE INCIDENT PREVIOUS_VERSION SNAPSHOT START SUSPECT REPORT_LANG SECURITY_ISSUE
+export ENV VERSION RESUME SCENARIO TITLE INCIDENT PREVIOUS_VERSION SNAPSHOT START SUSPECT REPORT_LANG SECURITY_ISSUE \
+	DB_ACTION
 VERSION_ARGS = "$$VERSION" --env "$$ENV" $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume "$$RESUME")
 PHASES := precheck backup deploy verify rollback report
 
@@ -18,7 +19,7 @@ help: ## list the targets
 	@echo "shipbook — release runbooks (ENV=$$ENV)"
 	@echo "  make release VERSION=v1.0.0 [ENV=sandbox] [DRY_RUN=1] [RESUME=RUN_ID]  run the release, gate by gate"
 	@echo "  make precheck|backup|deploy|verify|report VERSION=…  run one phase (a new run)"
-	@echo "  make rollback VERSION=v1.0.0 [PREVIOUS_VERSION=…] [SNAPSHOT=…] [CONFIRM_DB_RESTORE=1]  roll a release back"
+	@echo "  make rollback VERSION=v1.0.0 [PREVIOUS_VERSION=…] [SNAPSHOT=…] [DB_ACTION=auto|reverse|restore|none] [CONFIRM_DB_RESTORE=1]  roll a release back"
 	@echo "  SECURITY_ISSUE=\"…\" with release/verify: a person declares a serious security problem (→ ROLLBACK)"
 	@echo "  make rehearse VERSION=v1.0.0 SCENARIO=name   a release against the sandbox with a fault injected"
 	@echo "  make incident [TITLE=…] [START=iso] [SUSPECT=v1.0.0] [REPORT_LANG=ja|en]  open an incident"
@@ -53,7 +54,8 @@ $(filter-out rollback,$(PHASES)): $(STAMP)
 rollback: $(STAMP)
 	$(need-version)
 	@$(SB) rollback $(VERSION_ARGS) $(if $(PREVIOUS_VERSION),--previous-version "$$PREVIOUS_VERSION") \
-		$(if $(SNAPSHOT),--snapshot "$$SNAPSHOT") $(if $(filter 1 yes true,$(CONFIRM_DB_RESTORE)),--confirm-db-restore)
+		$(if $(SNAPSHOT),--snapshot "$$SNAPSHOT") $(if $(filter 1 yes true,$(CONFIRM_DB_RESTORE)),--confirm-db-restore) \
+		$(if $(DB_ACTION),--db-action "$$DB_ACTION")
 
 rehearse: $(STAMP)
 	$(need-version)
