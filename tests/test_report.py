@@ -103,6 +103,37 @@ def test_a_rolled_back_run_says_so(tmp_path):
     assert values["status"] == "succeeded" and values["rollback_target"] == "v0.9.0"
 
 
+def _later_run(tmp_path, run_id: str, phases: list[dict], facts: dict) -> Path:
+    run_dir = tmp_path / "t" / "v1.0.0" / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / audit.RECORD).write_text(json.dumps({
+        "run_id": run_id, "env": "t", "version": "v1.0.0", "previous_version": "v0.9.0", "status": "running",
+        "phases": phases, "facts": facts}))
+    return run_dir
+
+
+def test_a_standalone_report_shows_the_whole_release_with_a_separate_rollback(tmp_path):
+    """`make rollback` and `make report` are runs of their own: the report still shows deploy, verify, rollback."""
+    release_dir = _record(tmp_path)  # precheck + deploy (with a chart), its own report phase
+    _later_run(tmp_path, "20261128T160500Z-bbbbbb", [
+        {"name": "rollback", "notebook": "05_rollback.ipynb", "status": "succeeded", "verdict": "pass",
+         "started": "2026-11-28T16:05:00+00:00", "files": {}, "checks": [{"id": "rollback.database",
+                                                                           "verdict": "pass", "summary": "ok"}]}],
+        {"rollback_tag": "v1.0.1-rollback"})
+    report_dir = _later_run(tmp_path, "20261128T161000Z-cccccc", [
+        {"name": "report", "notebook": "06_report.ipynb", "status": "running", "files": {}, "checks": []}], {})
+    run = report.load_run(make_env(tmp_path), "v1.0.0", report_dir.name, runs_root=tmp_path)
+    assert report.phases_table(run, "en")["phase"].tolist() == ["precheck", "deploy", "rollback"]
+    assert report.outcome(run) == "rolled_back"
+    assert run.facts["rollback_tag"] == "v1.0.1-rollback" and run.facts["snapshot_id"] == "pre-deploy-v1-0-0"
+    (release_dir / "03_deploy.stakeholder.html").write_text("<html></html>")
+    details = report.PhaseDetails(run, "en")._repr_html_()
+    assert details.count("<img") == 1  # the deploy chart, from the release run's notebook
+    assert f'href="../{release_dir.name}/03_deploy.stakeholder.html"' in details
+    # an earlier release attempt that never deployed is not part of this release's story
+    assert run.data["history"] == [release_dir.name, "20261128T160500Z-bbbbbb", report_dir.name]
+
+
 def test_known_issues_and_next_release_from_parameters(tmp_path):
     env = make_env(tmp_path)
     table = report.plans_table(env, "search is slow\n\nPDF export missing", "2026-12-15", "en")

@@ -73,6 +73,49 @@ class Run:
     def phase(self, name: str) -> dict[str, Any] | None:
         return next((p for p in self.data.get("phases", []) if p.get("name") == name), None)
 
+    def phase_dir(self, phase: dict[str, Any]) -> Path:
+        """Where a phase's files are: its own run's directory (an earlier run of the version, or this one)."""
+        return Path(phase["_run_dir"]) if phase.get("_run_dir") else self.dir
+
+    def phase_link(self, phase: dict[str, Any], name: str) -> str:
+        """A link from this run's directory to a file of the phase's run."""
+        return name if self.phase_dir(phase) == self.dir else f"../{self.phase_dir(phase).name}/{name}"
+
+
+def _ran(phase: dict[str, Any]) -> bool:
+    return phase.get("status") not in (None, "pending")
+
+
+def with_history(root: Path, env_name: str, run: Run) -> Run:
+    """The release as a whole: this run, with the phases of the version's earlier runs since its release run.
+
+    `make report` and `make rollback` each start a run of their own; a report must still show the
+    deploy, the verify verdict and the rollback. From the newest run of the version that deployed
+    (or this run, if it did), each later run's phases replace the earlier ones of the same name;
+    a phase this run did not reach is taken from the newest run that ran it.
+    """
+    runs = sorted((d for _p, d in audit.iter_records(root, env_name)
+                   if d and d.get("version") == run.version and d.get("run_id", "") <= run.data.get("run_id", "")),
+                  key=lambda d: d["run_id"])
+    deployed = [i for i, d in enumerate(runs)
+                if any(p.get("name") == "deploy" and _ran(p) for p in d.get("phases", []))]
+    history = runs[deployed[-1]:] if deployed else []
+    if not history or history[-1].get("run_id") != run.data.get("run_id"):
+        return run
+    merged: dict[str, dict[str, Any]] = {}
+    facts: dict[str, Any] = {}
+    for d in history:
+        this = d.get("run_id") == run.data.get("run_id")
+        for p in d.get("phases", []):
+            if _ran(p) or this:
+                merged[p["name"]] = p if this else {**p, "_run_dir": str(root / env_name / run.version / d["run_id"])}
+        facts.update(d.get("facts") or {})
+    order = [name for name in ("precheck", "backup", "deploy", "verify", "rollback", "report") if name in merged]
+    order += [name for name in merged if name not in order]
+    data = {**run.data, "phases": [merged[name] for name in order], "facts": {**facts, **run.data.get("facts", {})},
+            "history": [d["run_id"] for d in history]}
+    return Run(run.dir, data)
+
 
 def load_run(env: Environment, version: str, run_id: str = "", *, runs_root: Path | None = None,
              overrides: dict[str, Any] | None = None) -> Run:
@@ -88,6 +131,7 @@ def load_run(env: Environment, version: str, run_id: str = "", *, runs_root: Pat
         run = Run(root / env.name / version / data["run_id"], data)
     if version and run.version != version:
         raise InputError("run_id", f"run {run.data['run_id']} is of {run.version}, not {version}")
+    run = with_history(root, env.name, run)
     run.facts = {**run.data.get("facts", {}), **{k: v for k, v in (overrides or {}).items() if v}}
     return run
 
@@ -321,7 +365,7 @@ def release_chart(env: Environment, run: Run, lang: str = "ja", after_minutes: f
 def phase_images(run: Run, phase: dict[str, Any], limit: int = 2) -> list[str]:
     """The last `limit` charts (base64 PNG) a phase's executed notebook shows, if its hash matches the record."""
     nb_name = phase.get("notebook", "")
-    path = run.dir / nb_name
+    path = run.phase_dir(phase) / nb_name
     digest = (phase.get("files") or {}).get(nb_name)
     if not nb_name or not path.is_file() or digest != audit.sha256_file(path):
         if path.is_file():
@@ -354,9 +398,10 @@ class PhaseDetails:
             for png in phase_images(self.run, p):
                 parts.append(f'<img alt="{html.escape(p["name"])} chart" src="data:image/png;base64,{png}">')
             stem = str(p.get("notebook", "")).removesuffix(".ipynb")
-            if stem and (self.run.dir / f"{stem}.stakeholder.html").is_file():
-                parts.append(f'<p><a href="{html.escape(stem)}.stakeholder.html">{html.escape(stem)}</a> · '
-                             f'<a href="{html.escape(stem)}.html">full</a></p>')
+            if stem and (self.run.phase_dir(p) / f"{stem}.stakeholder.html").is_file():
+                page, full = self.run.phase_link(p, f"{stem}.stakeholder.html"), self.run.phase_link(p, f"{stem}.html")
+                parts.append(f'<p><a href="{html.escape(page)}">{html.escape(stem)}</a> · '
+                             f'<a href="{html.escape(full)}">full</a></p>')
         return "\n".join(parts)
 
 
