@@ -9,20 +9,26 @@ ENV ?= sandbox
 SB := $(PY) -m shipbook
 # User values reach the shell only as quoted environment variables, never spliced into a command line.
 export ENV VERSION RESUME SCENARIO TITLE INCIDENT PREVIOUS_VERSION SNAPSHOT START SUSPECT REPORT_LANG SECURITY_ISSUE \
-	DB_ACTION
-VERSION_ARGS = "$$VERSION" --env "$$ENV" $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume "$$RESUME")
+	DB_ACTION PREVENTION
+VERSION_ARGS = "$$VERSION" --env "$$ENV" $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(if $(RESUME),--resume "$$RESUME") \
+	$(if $(REPORT_LANG),-p lang="$$REPORT_LANG")
 PHASES := precheck backup deploy verify rollback report
 
 .PHONY: help release $(PHASES) incident postmortem notes runs audit lab test lint clean sandbox sandbox-down rehearse rehearsals
 
 help: ## list the targets
 	@echo "shipbook — release runbooks (ENV=$$ENV)"
-	@echo "  make release VERSION=v1.0.0 [ENV=sandbox] [DRY_RUN=1] [RESUME=RUN_ID]  run the release, gate by gate"
-	@echo "  make precheck|backup|deploy|verify|report VERSION=…  run one phase (a new run)"
+	@echo "  make release VERSION=v1.0.0 [ENV=sandbox] [DRY_RUN=1] [RESUME=RUN_ID] [REPORT_LANG=ja|en]  run the release"
+	@echo "  make precheck VERSION=…                      run only the pre-release checks (a new run)"
+	@echo "  make backup VERSION=…                        run only the pre-deploy database snapshot (a new run)"
+	@echo "  make deploy VERSION=…                        run only the deploy: tag, push, watch the rollout (a new run)"
+	@echo "  make verify VERSION=…                        run only the post-deploy verification (a new run)"
+	@echo "  make report VERSION=…                        run only the completion report (a new run)"
 	@echo "  make rollback VERSION=v1.0.0 [PREVIOUS_VERSION=…] [SNAPSHOT=…] [DB_ACTION=auto|reverse|restore|none] [CONFIRM_DB_RESTORE=1]  roll a release back"
 	@echo "  SECURITY_ISSUE=\"…\" with release/verify: a person declares a serious security problem (→ ROLLBACK)"
 	@echo "  make rehearse VERSION=v1.0.0 SCENARIO=name   a release against the sandbox with a fault injected"
 	@echo "  make incident [TITLE=…] [START=iso] [SUSPECT=v1.0.0] [REPORT_LANG=ja|en]  open an incident"
+	@echo "  make incident INCIDENT=id PREVENTION=\"…\"      re-run its checks now, record a prevention item"
 	@echo "  make postmortem INCIDENT=id [REPORT_LANG=ja|en]  write the postmortem of an incident"
 	@echo "  make notes VERSION=v1.1.0                    draft release notes from the commits since the previous tag"
 	@echo "  make runs                                    list runs (env, version, status, started, operator, duration)"
@@ -64,7 +70,8 @@ rehearse: $(STAMP)
 
 incident: $(STAMP)
 	@$(SB) incident --env "$$ENV" --title "$$TITLE" --start "$$START" --version "$$SUSPECT" \
-		$(if $(REPORT_LANG),--lang "$$REPORT_LANG")
+		$(if $(REPORT_LANG),--lang "$$REPORT_LANG") $(if $(INCIDENT),--id "$$INCIDENT") \
+		$(if $(PREVENTION),--prevention "$$PREVENTION")
 
 postmortem: $(STAMP)
 	$(if $(INCIDENT),,$(error INCIDENT is required, e.g. make postmortem INCIDENT=<id>))

@@ -56,3 +56,16 @@ def test_an_unknown_database_action_is_exit_2_naming_the_option():
     out = sh(sys.executable, "-m", "shipbook", "rollback", "v1.0.0", "--env", "sandbox", "--db-action", "sideways")
     assert out.returncode == 2
     assert "--db-action" in out.stderr and "invalid choice: 'sideways'" in out.stderr
+
+
+def test_report_language_reaches_every_phase_target_and_the_incident_target():
+    for target in ("release", "report", "rollback"):
+        out = sh("make", "--no-print-directory", "-n", target, "VERSION=v1.0.0", "REPORT_LANG=en")
+        assert out.returncode == 0 and '-p lang="$REPORT_LANG"' in out.stdout, (target, out.stdout)
+    out = sh("make", "--no-print-directory", "-n", "incident", "INCIDENT=inc-1", "PREVENTION=x")
+    assert '--id "$INCIDENT"' in out.stdout and '--prevention "$PREVENTION"' in out.stdout
+
+
+def test_prevention_items_need_an_incident():
+    out = sh(sys.executable, "-m", "shipbook", "incident", "--env", "sandbox", "--prevention", "more alarms")
+    assert out.returncode == 2 and "--prevention: needs --id INCIDENT" in out.stderr

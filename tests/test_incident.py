@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from shipbook import audit, config, i18n, incident
 from shipbook.errors import InputError
+from shipbook.verify import reach
 
 T0 = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "incident.ipynb"
@@ -138,10 +139,25 @@ def test_convergence_checks_use_the_baseline_and_the_live_window():
     get = lambda url, timeout: answers[url.removeprefix("http://app")]  # noqa: E731
     impact = incident.Impact("", "", p99_baseline=20.0)
     live = incident.Impact("", "", error_rate_now=0.0, p99_now=21.0)
-    checks = incident.convergence_checks(env(public_url="http://app"), impact, live, get=get)
+    requested = []
+
+    def smoke_get(method, url, timeout):
+        requested.append((method, url))
+        body = '{"version": "v0.9.0"}' if url.endswith("/version/") else '{"products": []}'
+        return reach.Response(url, 200 if "/missing/" not in url else 404, 0.01, body)
+
+    smoke = config.VerifySection(smoke=(config.SmokeTestSection("/version/", text="{version}"),
+                                        config.SmokeTestSection("/products/", text='"products"')))
+    checks = incident.convergence_checks(env(public_url="http://app", verify=smoke), impact, live, get=get,
+                                         http_get=smoke_get)
     assert [(c.id, c.verdict) for c in checks] == [("verify.health", "pass"), ("verify.version", "pass"),
-                                                    ("verify.errors", "pass"), ("verify.performance", "pass"),
-                                                    ("verify.alarms", "pass")]
+                                                    ("verify.smoke", "pass"), ("verify.errors", "pass"),
+                                                    ("verify.performance", "pass"), ("verify.alarms", "pass")]
+    assert requested == [("GET", "http://app/version/"), ("GET", "http://app/products/")]  # for the version served now
+    broken = config.VerifySection(smoke=(config.SmokeTestSection("/missing/"),))
+    failing = incident.convergence_checks(env(public_url="http://app", verify=broken), impact, live, get=get,
+                                          http_get=smoke_get)
+    assert [c.verdict for c in failing if c.id == "verify.smoke"] == ["fail"]
     live = incident.Impact("", "", error_rate_now=3.0, p99_now=80.0, alarms=["a-5xx"])
     verdicts = [c.verdict for c in incident.convergence_checks(env(), impact, live, get=get)]
     assert verdicts == ["fail", "warn", "fail"]

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="", help="when it started (ISO 8601; default now)")
     p.add_argument("--version", dest="suspect", default="", help="the suspected version, e.g. v1.0.0")
     p.add_argument("--lang", choices=["ja", "en"], default="", help="report language (default: the environment's)")
+    p.add_argument("--id", dest="incident_id", default="",
+                   help="an open incident: re-run its notebook now (convergence checks, live metrics)")
+    p.add_argument("--prevention", action="append", default=[], metavar="TEXT",
+                   help="with --id: a prevention item (再発防止策) to record; repeat for several")
     p = sub.add_parser("status-report", help="print a status report of an incident and append it to its record")
     p.add_argument("incident", help="the incident id")
     _env_arg(p)
@@ -243,6 +247,16 @@ def _load_env(name: str):
 def _cmd_incident(args: argparse.Namespace) -> int:
     from shipbook import incident
 
+    if args.prevention and not args.incident_id:
+        raise InputError("--prevention", "needs --id INCIDENT: prevention items belong to an open incident")
+    if args.incident_id:
+        if args.title or args.start or args.suspect:
+            raise InputError("--id", "re-runs an existing incident: --title, --start and --version are its own")
+        rec = incident.converge(_load_env(args.env), args.incident_id, args.prevention, lang=args.lang,
+                                progress=ConsoleProgress())
+        items = rec.data.get("facts", {}).get("prevention_items", [])
+        print(f"incident {rec.run_id} re-run: {rec.dir} ({len(items)} prevention item(s) recorded)")
+        return 0
     rec = incident.open_and_run(_load_env(args.env), title=args.title, started=args.start, version=args.suspect,
                                 lang=args.lang, progress=ConsoleProgress())
     print(f"incident {rec.run_id} opened: {rec.dir}")

@@ -550,12 +550,18 @@ class Check:
     summary: str
 
 
-def convergence_checks(env: Environment, impact: Impact, live: Impact, *, get: Callable[..., Any] = requests.get
-                       ) -> list[Check]:
-    """The verify checks that say the service is back: health, version, errors, latency, alarms.
+def convergence_checks(env: Environment, impact: Impact, live: Impact, *, get: Callable[..., Any] = requests.get,
+                       http_get: Callable[..., Any] | None = None) -> list[Check]:
+    """The verify checks that say the service is back: health, version, smoke tests, errors, latency, alarms.
 
-    `impact` gives the p99 baseline (before the suspected deploy), `live` the last minutes.
+    `impact` gives the p99 baseline (before the suspected deploy), `live` the last minutes. The
+    smoke tests are the environment's `[[verify.smoke]]` (全機能の動作確認), run against the version
+    the service serves now (after a rollback, the previous one).
     """
+    from shipbook.deploy.health import served_version
+    from shipbook.verify import reach
+    from shipbook.verify import settings as verify_settings
+
     out: list[Check] = []
     if env.app.public_url:
         url = env.app.public_url.rstrip("/")
@@ -567,6 +573,9 @@ def convergence_checks(env: Environment, impact: Impact, live: Impact, *, get: C
             text = served.text.strip()[:80]
             out.append(Check("verify.version", "pass" if served.status_code == 200 else "warn",
                              f"{env.app.version_path} serves {text!r}"))
+            smoke = reach.smoke(env, served_version(served.text), verify_settings.from_env(env),
+                                http_get=http_get or reach.http)
+            out.append(Check(smoke.id, smoke.verdict, smoke.summary))
         except requests.RequestException as exc:
             out.append(Check("verify.health", "fail", f"{url}: {type(exc).__name__}"))
     rate = live.error_rate_now
@@ -770,6 +779,21 @@ def _shipbook_version() -> str:
     from shipbook import __version__
 
     return __version__
+
+
+def converge(env: Environment, incident_id: str, prevention: list[str], *, lang: str = "",
+             runs_root: Path | None = None, progress: Any = None) -> audit.RunRecord:
+    """`shipbook incident --id ID --prevention …`: re-run the incident notebook of ID now (the verify
+    checks of its convergence section, live metrics) with these prevention items added to the record."""
+    data = load_record(env.name, incident_id, runs_root or audit.RUNS_ROOT)
+    old = str((data.get("parameters") or {}).get("prevention") or "")
+    items = [s.strip() for s in old.splitlines() if s.strip()]
+    items += [s.strip() for s in prevention if s.strip() and s.strip() not in items]
+    params: dict[str, Any] = {"prevention": "\n".join(items)}
+    if lang:
+        params["lang"] = i18n.resolve_lang(lang, env.lang)
+    return run_standalone(env, "incident", incident_id, params, version=data.get("version", ""),
+                          runs_root=runs_root, progress=progress)
 
 
 def open_and_run(env: Environment, *, title: str = "", started: str = "", version: str = "", lang: str = "",

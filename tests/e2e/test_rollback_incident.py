@@ -70,10 +70,19 @@ def test_error_spike_release_rollback_incident_status_reports_and_postmortem(twi
     serves_the_previous_release(twin, rec)
     assert "v1.0.1-rollback" in remote_tags(twin)
 
+    report_page = (twin.runs / "sandbox" / "v1.0.0" / rec["run_id"] / "06_report.stakeholder.html").read_text(
+        encoding="utf-8")
+    assert "ロールバック" in report_page and "v1.0.1-rollback" in report_page  # the manager's page tells it
+
     deploy_started = rec["facts"]["deploy_started"]
-    out = twin.run("incident", "--title", "5xx after v1.0.0", "--start", deploy_started, "--version", "v1.0.0")
+    out = twin.run("make", "--no-print-directory", "incident", "TITLE=5xx after v1.0.0", f"START={deploy_started}",
+                   "SUSPECT=v1.0.0")
     assert out.returncode == 0, out.stderr[-3000:]
     incident_id = re.search(r"incident (\S+) opened", out.stdout).group(1)
+    out = twin.run("incident", "--id", incident_id, "--prevention", "5xx canary alarm on every deploy",
+                   "--prevention", "error-spike rehearsal in CI")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 prevention item(s) recorded" in out.stdout
     reports = []
     for lang in ("ja", "en"):
         out = twin.run("status-report", incident_id, "--lang", lang)
@@ -91,6 +100,8 @@ def test_error_spike_release_rollback_incident_status_reports_and_postmortem(twi
         assert out.returncode == 0, out.stderr[-3000:]
         html = (inc_dir / f"postmortem.{lang}.stakeholder.html").read_text(encoding="utf-8")
         assert "data:image/png;base64" in html  # the impact charts
+        assert ("根本原因" if lang == "ja" else "Root causes") in html
+        assert "5xx canary alarm on every deploy" in html  # the incident's prevention items become action items
     record = json.loads((inc_dir / "run.json").read_text(encoding="utf-8"))
     moments = [record["facts"][f"postmortem_{k}"] for k in ("deploy_start", "alarm", "rollback", "recovery")]
     assert all(moments) and moments == sorted(moments), moments  # deploy start → alarm → rollback → recovery
