@@ -1,13 +1,16 @@
 """The only place boto3 clients are built. One session per process; ClientError translated here.
 
 Endpoints come from the environment (`aws.endpoint_url`); the release code cannot tell the
-sandbox from AWS except through them.
+sandbox from AWS except through them. In a sandbox environment the first client of a process
+(per endpoint and account) is only handed out after STS GetCallerIdentity says the credentials
+are the emulator's account, so no command or notebook can reach another account by skipping a check.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any
 
 import boto3
@@ -33,8 +36,22 @@ def session(env: Environment) -> boto3.Session:
     return _session(env.aws.profile, env.aws.region)
 
 
+# (endpoint, account) pairs whose caller identity this process has checked; see `_require_sandbox_account`.
+_VERIFIED: set[tuple[str, str]] = set()
+_VERIFY_LOCK = threading.Lock()
+
+
 def client(env: Environment, service: str) -> Any:
-    """A boto3 client for `service` in `env`, through its endpoint when one is configured."""
+    """A boto3 client for `service` in `env`, through its endpoint when one is configured.
+
+    In the sandbox, refused (ConfigError) until the caller is known to be the emulator's account.
+    """
+    if env.is_sandbox:
+        _require_sandbox_account(env)
+    return _client(env, service)
+
+
+def _client(env: Environment, service: str) -> Any:
     kwargs: dict[str, Any] = {"config": _CLIENT_CONFIG}
     if env.aws.endpoint_url:
         kwargs["endpoint_url"] = env.aws.endpoint_url
@@ -56,14 +73,41 @@ def call(cli: Any, operation: str, **params: Any) -> dict:
         raise AwsError(service, operation, type(exc).__name__, str(exc)[:300]) from exc
 
 
+def _check_account(env: Environment, account: str) -> None:
+    """Refuse credentials of the wrong account: the sandbox's must be the emulator's, others `aws.account_id`."""
+    source = env.source or env.name
+    if env.is_sandbox and account != SANDBOX_ACCOUNT:
+        raise ConfigError(source, "aws", f"the sandbox refuses account {account or '(none)'}: only the emulator's "
+                          f"{SANDBOX_ACCOUNT} is allowed")
+    if env.aws.account_id and account != env.aws.account_id:
+        raise ConfigError(source, "aws.account_id", f"credentials are for account {account or '(none)'}, "
+                          f"the environment expects {env.aws.account_id}")
+
+
+def _require_sandbox_account(env: Environment) -> None:
+    """Check the sandbox's caller identity once per process and (endpoint, account), before any other call.
+
+    Without an endpoint boto3 would go to AWS itself, so that is refused without a call. A failed
+    check is not remembered: every later client is refused the same way.
+    """
+    endpoint = env.aws.endpoint_url
+    key = (endpoint, env.aws.account_id or SANDBOX_ACCOUNT)
+    if key in _VERIFIED:
+        return
+    if not endpoint:
+        raise ConfigError(env.source or env.name, "aws.endpoint_url", "a sandbox environment needs the emulator's "
+                          "endpoint; without one its clients would call AWS")
+    with _VERIFY_LOCK:
+        if key in _VERIFIED:
+            return
+        ident = call(_client(env, "sts"), "get_caller_identity")
+        _check_account(env, ident.get("Account", ""))
+        log.debug("sandbox caller identity checked at %s: %s", endpoint, ident.get("Arn", ""))
+        _VERIFIED.add(key)
+
+
 def caller_arn(env: Environment) -> str:
     """Who we are. In the sandbox, refuse anything but the emulator's account before any other call."""
     ident = call(client(env, "sts"), "get_caller_identity")
-    account = ident.get("Account", "")
-    if env.is_sandbox and account != SANDBOX_ACCOUNT:
-        raise ConfigError(env.source, "aws", f"the sandbox refuses account {account}: only the emulator's "
-                          f"{SANDBOX_ACCOUNT} is allowed")
-    if env.aws.account_id and account != env.aws.account_id:
-        raise ConfigError(env.source, "aws.account_id", f"credentials are for account {account}, "
-                          f"the environment expects {env.aws.account_id}")
+    _check_account(env, ident.get("Account", ""))
     return ident.get("Arn", "")
