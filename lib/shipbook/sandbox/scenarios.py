@@ -18,6 +18,8 @@ from typing import Any
 import boto3
 import requests
 
+from shipbook.sandbox.loopback import require_loopback
+
 logger = logging.getLogger(__name__)
 
 REGION = "ap-northeast-1"
@@ -329,10 +331,10 @@ def list_scenarios() -> list[dict[str, str | None]]:
 
 
 def _client(service: str, aws_url: str) -> Any:
-    """A boto3 client for the twin (dummy credentials: the twin accepts any)."""
+    """A boto3 client for the twin (dummy credentials: the twin accepts any; loopback only)."""
     return boto3.client(
         service,
-        endpoint_url=aws_url,
+        endpoint_url=require_loopback(aws_url, "scenario AWS endpoint"),
         region_name=REGION,
         **DUMMY_CREDENTIALS,
     )
@@ -357,6 +359,7 @@ def apply_twin(name: str, aws_url: str) -> list[str]:
     done: list[str] = []
     if scenario.twin is None:
         return done
+    require_loopback(aws_url, "scenario AWS endpoint")  # before the first change, not between two
     if scenario.twin.open_port is not None:
         ec2 = _client("ec2", aws_url)
         group = service_security_group(_client("ecs", aws_url))

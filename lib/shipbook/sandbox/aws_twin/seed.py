@@ -21,6 +21,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from shipbook.errors import InfraError
+from shipbook.sandbox.loopback import require_loopback
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ _DONE = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE")
 
 
 def session(endpoint_url: str) -> Any:
-    """Clients for the twin: dummy credentials, the twin's region, its endpoint."""
+    """Clients for the twin: dummy credentials, the twin's region, its endpoint (loopback only)."""
+    require_loopback(endpoint_url, "seed endpoint")
     boto = boto3.session.Session(*CREDENTIALS, region_name=REGION)
 
     def client(name: str) -> Any:

@@ -10,11 +10,9 @@ thread-safe, and the ticker mutates them too); `/_sandbox/*` is served by `contr
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +20,8 @@ from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from shipbook.sandbox.loopback import is_loopback
 
 MOTO_VERSION = "5.2.5"
 PREWARM = ("cloudformation", "ec2", "elbv2", "ecs", "ecr", "rds", "cloudwatch", "sns", "logs",
@@ -51,19 +51,6 @@ class TwinApp:
                 if close is not None:
                     close()
         return [body]
-
-
-def is_loopback(host: str) -> bool:
-    """True for loopback addresses and names that resolve only to loopback."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -121,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    if not is_loopback(args.host):
+    if not is_loopback(args.host, resolve=True):
         log.error("refusing to listen on %s: the AWS twin serves loopback only", args.host)
         return 2
     installed = version("moto")

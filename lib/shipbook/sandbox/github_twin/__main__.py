@@ -14,6 +14,7 @@ from shipbook.sandbox.github_twin.deployer import Deployer
 from shipbook.sandbox.github_twin.gitrepo import Repo
 from shipbook.sandbox.github_twin.server import GitHubTwin, make_server
 from shipbook.sandbox.github_twin.store import Store
+from shipbook.sandbox.loopback import loopback_url
 
 logger = logging.getLogger("shipbook.sandbox.github_twin")
 
@@ -22,7 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m shipbook.sandbox.github_twin", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--state-dir", type=Path, default=Path(".sandbox"))
-    parser.add_argument("--aws-url", default=None, help="endpoint of the AWS twin used by the deployer")
+    parser.add_argument("--aws-url", type=loopback_url, default=None,
+                        help="loopback endpoint of the AWS twin used by the deployer (without it, runs cannot deploy)")
     parser.add_argument("--repo", type=Path, default=None, help="bare origin (default STATE/git/demo-app.git)")
     parser.add_argument("--step-seconds", type=float, default=0.5, help="minimum duration of a workflow step")
     parser.add_argument("--stable-timeout", type=float, default=300.0, help="limit of 'Wait for service stability'")

@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shipbook.sandbox.github_twin.gitrepo import GitError, Repo
 from shipbook.sandbox.github_twin.store import Store, now_iso
+from shipbook.sandbox.loopback import require_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class Deployer:
                  python: str = sys.executable) -> None:
         self.store = store
         self.repo = repo
-        self.aws_url = aws_url
+        # None is allowed here (a GitHub twin without AWS serves the API but cannot deploy); _client refuses it.
+        self.aws_url = require_loopback(aws_url, "deployer AWS endpoint") if aws_url is not None else None
         self.state_dir = Path(state_dir)
         self.step_seconds = step_seconds
         self.stable_timeout = stable_timeout
@@ -126,7 +128,7 @@ class Deployer:
     def _client(self, service: str) -> Any:
         return boto3.client(
             service,
-            endpoint_url=self.aws_url,
+            endpoint_url=require_loopback(self.aws_url, "deployer AWS endpoint"),
             region_name=REGION,
             config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30),
             **DUMMY_CREDENTIALS,

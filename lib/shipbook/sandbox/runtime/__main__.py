@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from shipbook.sandbox.loopback import loopback_url
 from shipbook.sandbox.runtime.agent import Agent
 from shipbook.sandbox.runtime.proxy import make_proxy
 from shipbook.sandbox.runtime.telemetry import LogBuffer, Publisher, Recorder
@@ -20,7 +21,7 @@ logger = logging.getLogger("shipbook.sandbox.runtime")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m shipbook.sandbox.runtime", description=__doc__)
     parser.add_argument("--state-dir", type=Path, default=Path(".sandbox"))
-    parser.add_argument("--aws-url", required=True, help="endpoint of the AWS twin")
+    parser.add_argument("--aws-url", type=loopback_url, required=True, help="loopback endpoint of the AWS twin")
     parser.add_argument("--alb-port", type=int, required=True, help="port of the ALB stand-in on 127.0.0.1")
     parser.add_argument("--app-repo", type=Path, default=None,
                         help="git repository holding the release tags (default STATE/git/demo-app.git)")

@@ -7,6 +7,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from shipbook.sandbox.loopback import require_loopback
+
 REGION = "ap-northeast-1"
 CLUSTER = "shipbook-demo"
 SERVICE = "demo-web"
@@ -19,5 +21,9 @@ _CONFIG = Config(retries={"max_attempts": 2}, connect_timeout=3, read_timeout=15
 
 
 def client(service: str, aws_url: str | None) -> Any:
-    """A client of `service` at the twin's endpoint (dummy credentials: the twin accepts any)."""
-    return boto3.client(service, endpoint_url=aws_url, region_name=REGION, config=_CONFIG, **DUMMY_CREDENTIALS)
+    """A client of `service` at the twin's endpoint (dummy credentials: the twin accepts any).
+
+    The endpoint must be loopback; None (boto3's default: real AWS) is refused too.
+    """
+    return boto3.client(service, endpoint_url=require_loopback(aws_url, "AWS twin endpoint"), region_name=REGION,
+                        config=_CONFIG, **DUMMY_CREDENTIALS)
