@@ -18,14 +18,14 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from shipbook import audit, i18n, versions
+from shipbook import audit, config, i18n, secretvalues, versions
 from shipbook.config import Environment
 from shipbook.errors import InputError
 from shipbook.redact import Redactor
@@ -100,6 +100,28 @@ def _append(path: Path, entry: dict[str, Any], redactor: Redactor) -> dict[str, 
     return entry
 
 
+def _redactor(env: str | Environment) -> Redactor:
+    """Masks every secret the environment declares (and the operator's own credentials).
+
+    A bare name declares no secrets. The CLI loads the environment unresolved (feedback needs no
+    endpoints), so a sandbox's `{sandbox.*}` endpoint is resolved here to read the secrets kept in
+    its twin; with the sandbox down those cannot be read and are skipped with a warning, as
+    `secretvalues.collect` does with any secret it cannot read.
+    """
+    if not isinstance(env, Environment):
+        return Redactor(secretvalues.collect(Environment(name=_env_name(env))))
+    if "{sandbox." in env.aws.endpoint_url:
+        try:
+            env = config.load_file(Path(env.source)) if env.source else env
+        except InputError as exc:  # a ConfigError: the sandbox is not up
+            log.warning("secrets in the sandbox's AWS could not be read for masking: %s", exc)
+        if "{sandbox." in env.aws.endpoint_url:
+            local = {k: r for k, r in env.secrets.items() if r.env}
+            token = env.github.token if env.github.token and env.github.token.env else None
+            env = replace(env, secrets=local, github=replace(env.github, token=token))
+    return Redactor(secretvalues.collect(env))
+
+
 def _now(now: datetime | None) -> str:
     return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
 
@@ -120,7 +142,7 @@ def add(env: str | Environment, version: str, text: str, kind: str = "problem", 
         raise InputError("--kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
     path = path_for(env, version, runs_root)
     entry = _append(path, {"event": "add", "env": _env_name(env), "version": version, "kind": kind,
-                           "text": _clean_text(text), "author": author, "at": _now(now)}, redactor or Redactor())
+                           "text": _clean_text(text), "author": author, "at": _now(now)}, redactor or _redactor(env))
     log.info("feedback %s recorded for %s (%s)", entry["id"], version, kind)
     return _fold([entry])[0]
 
@@ -136,7 +158,7 @@ def close(env: str | Environment, version: str, item_id: str, resolution: str = 
     if current[item_id].status == "closed":
         raise InputError("feedback id", f"{item_id} is already closed")
     entry = _append(path, {"event": "close", "ref": item_id, "resolution": " ".join(resolution.split()),
-                           "author": author, "at": _now(now)}, redactor or Redactor())
+                           "author": author, "at": _now(now)}, redactor or _redactor(env))
     return next(i for i in _fold([json.loads(ln) for ln in _lines(path)]) if i.id == entry["ref"])
 
 

@@ -672,7 +672,8 @@ def status_report(env: Environment, incident_id: str, lang: str = "", *, impact:
         current = current_status(env, started, lang, t, runs_root=runs_root, cloudwatch=cloudwatch, elbv2=elbv2)
     rep = StatusReport(incident_id, lang, audit_iso(t), fmt(started), impact, current,
                        eta or i18n.t("to_fill", lang), fmt(t + timedelta(minutes=next_update_minutes)))
-    _append_chained(incident_dir(env.name, incident_id, runs_root) / STATUS_FILE, asdict(rep), redactor or Redactor())
+    _append_chained(incident_dir(env.name, incident_id, runs_root) / STATUS_FILE, asdict(rep),
+                    redactor or Redactor(secretvalues.collect(env)))
     return rep
 
 
