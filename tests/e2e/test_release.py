@@ -47,8 +47,11 @@ def mutable_state(twin) -> dict:
     kw = dict(endpoint_url=twin.url("aws_url"), region_name="ap-northeast-1", aws_access_key_id="testing",
               aws_secret_access_key="testing")
     ecr, ecs, rds = (boto3.client(s, **kw) for s in ("ecr", "ecs", "rds"))
+    local = subprocess.run(["git", "tag", "--list"], cwd=twin.url("app_repo"), capture_output=True, text=True,
+                           check=True).stdout.split()
     return {
         "tags": remote_tags(twin),
+        "local_tags": sorted(local),
         "images": sorted(t for i in ecr.describe_images(repositoryName="demo-app")["imageDetails"]
                          for t in i.get("imageTags", [])),
         "taskdefs": ecs.list_task_definitions(familyPrefix="demo-web")["taskDefinitionArns"],
@@ -59,10 +62,12 @@ def mutable_state(twin) -> dict:
 def test_bad_versions_exit_2_and_change_nothing(twin):
     before = mutable_state(twin)
     for bad in ["1.0.0", "v1.0", "v1.0.0.0", "v01.0.0", "v1.0.0; rm -rf /", "", "v0.8.0", "v0.9.0"]:
-        out = twin.run("make", "--no-print-directory", "release", f"VERSION={bad}") if bad else \
-            twin.run("release", bad)
+        out = twin.run("release", bad)  # the CLI's own exit code (make turns every failure into 2)
         assert out.returncode == 2, (bad, out.stdout, out.stderr)
-        assert "VERSION" in out.stderr, (bad, out.stderr)
+        assert "VERSION" in out.stderr and "Traceback" not in out.stderr, (bad, out.stderr)
+        if bad:
+            out = twin.run("make", "--no-print-directory", "release", f"VERSION={bad}")
+            assert out.returncode != 0 and "VERSION" in out.stderr, (bad, out.stderr)
     assert mutable_state(twin) == before
 
 
@@ -92,6 +97,9 @@ def test_healthy_release_deploys_v1_0_0_and_records_everything(twin):
                 "iam.task_execution_role", "iam.ecr_push", "network.security_groups", "infra.cloudformation",
                 "infra.ecs", "infra.alb", "infra.scaling", "すべての自動テストがパスしている"]:
         assert row in precheck, row
+    backup = (run_dir / "02_backup.html").read_text(encoding="utf-8")
+    assert rec["facts"]["snapshot_id"] in backup and "available" in backup and "db.backup" in backup
+    assert "deploy [" in out.stderr and " │ " in out.stderr  # what long cells print reaches the terminal
     report = (run_dir / "06_report.stakeholder.html").read_text(encoding="utf-8")
     assert "product categories" in report and "#6" in report  # the feature of v1.0.0, with its PR
     assert "health check answers 503" in report and "#7" in report  # the fix of v1.0.0
