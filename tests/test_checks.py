@@ -6,7 +6,7 @@ import copy
 import json
 import subprocess
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from shipbook.checks import env as env_checks
 from shipbook.checks import iam as iam_checks
 from shipbook.checks import infra
 from shipbook.checks import network as net_checks
-from shipbook.config import AppSection, AwsSection, Environment, StackSection
+from shipbook.config import AppSection, AwsSection, Environment, HealthCheckSection, StackSection
 from shipbook.errors import InputError
 from support import aws_client
 
@@ -87,6 +87,11 @@ def make_environment(moto_url: str, repo: Path | str = ".", public_url: str = "h
     return Environment(name="t", kind="sandbox", aws=AwsSection(region=REGION, endpoint_url=moto_url),
                        app=AppSection(repo=str(repo), public_url=public_url, health_path="/health/"),
                        stack=StackSection(**{"name": "shipbook-demo", "container": "web", **stack}))
+
+
+def with_precheck(env: Environment, **keys) -> Environment:
+    """`env` with `[precheck]` keys set, as the environment file would give them."""
+    return replace(env, precheck=replace(env.precheck, **keys))
 
 
 # --------------------------------------------------------------------------- the release commit
@@ -182,6 +187,14 @@ def test_required_variables_are_configurable(secrets_env):
     env, rel = secrets_env()
     res = env_checks.variables(env, rel, required=(*env_checks.REQUIRED_VARIABLES, "SENTRY_DSN"))
     assert res.verdict == "fail" and "SENTRY_DSN: missing" in res.summary
+
+
+def test_required_variables_come_from_the_environment_file(secrets_env):
+    env, rel = secrets_env()
+    env = with_precheck(env, required_variables=("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "SENTRY_DSN"))
+    res = env_checks.variables(env, rel)  # as the notebook calls it: no list given
+    assert res.verdict == "fail" and res.summary == "SENTRY_DSN: missing"
+    assert _row(res, "SENTRY_DSN")["required"] == "yes" and _row(res, "LOG_LEVEL")["required"] == ""
 
 
 @pytest.mark.parametrize(("hosts", "host", "covered"), [
@@ -307,6 +320,22 @@ def test_a_missing_role_fails(iam_env):
     assert res.verdict == "fail" and "does not exist" in res.summary
 
 
+def test_the_deploy_role_comes_from_the_environment_file(iam_env, moto_url):
+    env, rel = iam_env
+    missing = with_precheck(env, deploy_role=f"ci-{{stack}}-{uid()}")
+    res = iam_checks.ecr_push(missing, rel)  # as the notebook calls it: no role given
+    assert res.verdict == "fail" and f"the deploy role {iam_checks.deploy_role(missing)} does not exist" in res.summary
+    assert iam_checks.deploy_role(missing).startswith("ci-shipbook-demo-")
+    assert "(precheck.deploy_role)" in res.evidence
+    name = f"shipbook-demo-gha-{uid()}"
+    aws_client(moto_url, "iam").create_role(RoleName=name, AssumeRolePolicyDocument="{}")
+    by_arn = with_precheck(env, deploy_role=f"arn:aws:iam::{ACCOUNT}:role/{{stack}}-gha-{name.rsplit('-', 1)[1]}")
+    iam = aws.client(by_arn, "iam")
+    iam.meta.events.register("needs-retry.iam.SimulatePrincipalPolicy", lambda **kw: None)
+    res = iam_checks.ecr_push(by_arn, rel, iam=iam)
+    assert res.verdict == "skip" and f"role/{name}" in res.evidence  # found it; the emulator cannot simulate
+
+
 def test_without_a_policy_simulator_the_iam_checks_skip_and_say_why(iam_env, moto_url):
     env, rel = iam_env
     name = f"deploy-{uid()}"
@@ -407,7 +436,20 @@ def test_the_allowed_list_is_configurable_in_a_compact_form(network):
     assert net_checks.security_groups(network["env"], allowed=allowed).verdict == "pass"
 
 
-@pytest.mark.parametrize("text", ["alb 80 world", "web tcp/80 world", "alb tcp/x world", "alb tcp/80 nowhere"])
+def test_the_allowed_list_comes_from_the_environment_file(network):
+    network["ingress"]("app", 22, "0.0.0.0/0")
+    env = with_precheck(network["env"], allowed_ingress=(*network["env"].precheck.allowed_ingress, "app tcp/22 world"))
+    res = net_checks.security_groups(env)  # as the notebook calls it: no list given
+    assert res.verdict == "pass", res.summary
+    assert "allowed (precheck.allowed_ingress): " in res.evidence and "app tcp/22 world" in res.evidence
+    https_only = with_precheck(network["env"], allowed_ingress=("alb tcp/443 world", "app tcp/container alb",
+                                                                "db tcp/5432 app", "app tcp/22 world"))
+    res = net_checks.security_groups(https_only)
+    assert res.verdict == "fail" and res.summary.startswith("tcp/80 from world (0.0.0.0/0) on alb ")
+
+
+@pytest.mark.parametrize("text", ["alb 80 world", "web tcp/80 world", "alb tcp/x world", "alb tcp/80 nowhere",
+                                  "alb tcp/container-90 world", "alb tcp/70000 world"])
 def test_a_malformed_allowance_is_an_input_error(text):
     with pytest.raises(InputError):
         net_checks.Allowance.parse(text)
@@ -462,6 +504,32 @@ def test_alb_wrong_path_or_failing_health_endpoint_fails(network, moto_url):
     res = infra.alb(network["env"], http_get=lambda url, **kw: _Resp(503))
     assert res.verdict == "fail"
     assert "health check path" in res.summary and "does not answer" in res.summary
+
+
+def test_alb_health_check_settings_are_compared_with_the_environment_file(network, moto_url):
+    aws_client(moto_url, "elbv2").register_targets(TargetGroupArn=network["tg"]["TargetGroupArn"],
+                                                   Targets=[{"Id": "10.0.0.5", "Port": 8000}])
+    tg = aws_client(moto_url, "elbv2").describe_target_groups(Names=[network["env"].stack.target_group])[
+        "TargetGroups"][0]
+    same = HealthCheckSection(matcher=tg["Matcher"]["HttpCode"], interval=tg["HealthCheckIntervalSeconds"],
+                              timeout=tg["HealthCheckTimeoutSeconds"], healthy_threshold=tg["HealthyThresholdCount"],
+                              unhealthy_threshold=tg["UnhealthyThresholdCount"])
+    res = infra.alb(with_precheck(network["env"], health_check=same), http_get=lambda url, **kw: _Resp(200))
+    assert res.verdict == "pass", res.summary
+    assert "(matcher, interval, timeout, healthy_threshold, unhealthy_threshold too)" in res.summary
+    drifted = replace(same, interval=tg["HealthCheckIntervalSeconds"] + 20, unhealthy_threshold=9)
+    res = infra.alb(with_precheck(network["env"], health_check=drifted), http_get=lambda url, **kw: _Resp(200))
+    rows = {r["setting"]: r for r in res.details}
+    assert res.verdict == "fail"
+    assert "interval (s): differs from precheck.health_check.interval" in res.summary
+    assert "unhealthy threshold: differs from precheck.health_check.unhealthy_threshold" in res.summary
+    assert (rows["interval (s)"]["actual"], rows["interval (s)"]["expected"]) == (10, 30)
+    assert rows["healthy threshold"]["verdict"] == "pass"
+    only = HealthCheckSection(matcher="200-299")  # only the keys given are compared
+    res = infra.alb(with_precheck(network["env"], health_check=only), http_get=lambda url, **kw: _Resp(204))
+    assert res.verdict == "fail" and res.summary == "success codes: differs from precheck.health_check.matcher"
+    assert {r["setting"]: r["verdict"] for r in res.details}["GET http://127.0.0.1:8080/health/"] == "pass"
+    assert {r["setting"]: r["expected"] for r in res.details}["interval (s)"] == ""
 
 
 def test_scaling_reports_min_max_policies_and_alarms(network, moto_url):

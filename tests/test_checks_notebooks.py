@@ -25,7 +25,7 @@ import nbformat
 import papermill
 import pytest
 from papermill.exceptions import PapermillExecutionError
-from shipbook import checks, engine
+from shipbook import checks, engine, feedback
 from shipbook.config import PROJECT_ROOT
 from shipbook.phases import NOTEBOOK_DIR
 
@@ -158,9 +158,9 @@ def workspace(tmp_path, twin, app_url):
         config.load = functools.partial(config.load, env_dir=pathlib.Path({str(env_dir)!r}),
                                         sandbox_dir=pathlib.Path({str(tmp_path / 'nosandbox')!r}))
         """))
-    return {"tmp": tmp_path, "repo": repo, "write_env": write_env, "twin": twin,
+    return {"tmp": tmp_path, "repo": repo, "write_env": write_env, "twin": twin, "runs": tmp_path / "runs",
             "kernel_env": {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython"),
-                           "SHIPBOOK_WORK_DIR": str(tmp_path)}}
+                           "SHIPBOOK_WORK_DIR": str(tmp_path), "SHIPBOOK_RUNS_DIR": str(tmp_path / "runs")}}
 
 
 def execute(ws, notebook: str, **params):
@@ -185,9 +185,20 @@ def outputs(nb) -> str:
 # --------------------------------------------------------------------------- precheck
 
 
+def _cell_output(nb, marker: str) -> str:
+    cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
+    return json.dumps(cell.outputs, ensure_ascii=False)
+
+
 def test_precheck_against_the_healthy_twin_shows_every_row_and_passes_the_gate(workspace):
+    feedback.add("twin", "v0.9.0", "Product pages slow after the deploy", "problem", runs_root=workspace["runs"])
+    feedback.add("twin", "v0.9.0", "Announce the window earlier", "improvement", runs_root=workspace["runs"])
+    feedback.close("twin", "v0.9.0", "F2", "done", runs_root=workspace["runs"])
     result, nb, error = execute(workspace, "01_precheck.ipynb")
-    assert error is None, error
+    assert error is None, error  # an open item of the previous release never blocks the gate
+    carried = _cell_output(nb, "feedback.carried_over")
+    assert "前回リリース v0.9.0 の未解決のフィードバック: 1 件" in carried
+    assert "Product pages slow after the deploy" in carried and "Announce the window" not in carried
     verdicts = {c["id"]: c["verdict"] for c in result["checks"]}
     assert list(verdicts) == [r.id for r in checks.SECTION_1]
     assert result["blocking"] == [] and "fail" not in verdicts.values()
@@ -210,12 +221,13 @@ def test_open_port_blocks_the_precheck_on_security_groups(workspace):
     perm = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[perm])
     try:
-        result, _, error = execute(workspace, "01_precheck.ipynb")
+        result, nb, error = execute(workspace, "01_precheck.ipynb")
     finally:
         ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[perm])
     assert error is not None and error.ename == "GateError"
     assert [b["id"] for b in result["blocking"]] == ["network.security_groups"]
     assert "tcp/22 from world" in result["blocking"][0]["summary"]
+    assert "前回リリース v0.9.0 の未解決のフィードバックはありません。" in _cell_output(nb, "feedback.carried_over")
 
 
 def test_plaintext_secret_blocks_the_precheck_and_its_value_is_never_shown(workspace):

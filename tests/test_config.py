@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,31 @@ def load_text(tmp_path, text: str) -> config.Environment:
     ('kind = "aws"\n[runner]\nruns_url = "https://x"\n', "runner.runs_url", "s3://"),
     ('kind = "aws"\n[[contacts]]\nrole = "pm"\n', "contacts[0]", "missing key"),
     ('kind = "aws"\n[runner\n', "(file)", "invalid TOML"),
+    ('kind = "aws"\n[precheck]\nallowed_ingress = "alb tcp/80 world"\n', "precheck.allowed_ingress",
+     "expected a list"),
+    ('kind = "aws"\n[precheck]\nallowed_ingress = ["alb tcp/80 world", "alb tcp/443 wrld"]\n',
+     "precheck.allowed_ingress[1]", "the source must be world, a role or a CIDR"),
+    ('kind = "aws"\n[precheck]\nallowed_ingress = ["web tcp/80 world"]\n', "precheck.allowed_ingress[0]",
+     "the group must be one of alb, app, db"),
+    ('kind = "aws"\n[precheck]\nallowed_ingress = ["alb tpc/80 world"]\n', "precheck.allowed_ingress[0]",
+     "the protocol must be"),
+    ('kind = "aws"\n[precheck]\nallowed_ingress = ["alb tcp/443-80 world"]\n', "precheck.allowed_ingress[0]",
+     "bad port range"),
+    ('kind = "aws"\n[precheck]\nrequired_variables = ["SECRET KEY"]\n', "precheck.required_variables[0]",
+     "not a variable name"),
+    ('kind = "aws"\n[precheck]\nrequired_variables = [1]\n', "precheck.required_variables[0]", "expected a string"),
+    ('kind = "aws"\n[precheck]\ndeploy_role = "{stak}-deploy"\n', "precheck.deploy_role", "unknown placeholder"),
+    ('kind = "aws"\n[precheck]\ndeploy_role = ""\n', "precheck.deploy_role", "must name the deploy role"),
+    ('kind = "aws"\n[precheck.health_check]\nintervall = 30\n', "precheck.health_check.intervall", "unknown key"),
+    ('kind = "aws"\n[precheck]\nhealth_check = { interval = "30" }\n', "precheck.health_check.interval",
+     "expected an integer"),
+    ('kind = "aws"\n[precheck]\nhealth_check = "200"\n', "precheck.health_check", "expected a table"),
+    ('kind = "aws"\n[precheck.health_check]\nmatcher = "2xx"\n', "precheck.health_check.matcher",
+     "expected HTTP codes"),
+    ('kind = "aws"\n[precheck.health_check]\ninterval = 5\ntimeout = 5\n', "precheck.health_check.timeout",
+     "shorter than the interval"),
+    ('kind = "aws"\n[precheck.health_check]\nhealthy_threshold = 0\n', "precheck.health_check.healthy_threshold",
+     "must be positive"),
 ])
 def test_bad_config_is_rejected_with_file_key_reason(tmp_path, text, key, reason):
     with pytest.raises(ConfigError) as err:
@@ -83,3 +112,64 @@ def test_deploy_section_drives_the_watchers():
     settings = WatchSettings.from_env(env)
     assert settings.ecs_timeout == env.deploy.ecs_timeout == 300
     assert settings.poll_max == 5.0 and settings.backoff == 1.6
+
+
+def test_precheck_expectations_default_to_what_the_checks_had_built_in(tmp_path):
+    from shipbook.checks import env as env_checks
+    from shipbook.checks import iam as iam_checks
+    from shipbook.checks import network as net_checks
+
+    pc = load_text(tmp_path, 'kind = "aws"\n').precheck
+    assert pc.required_variables == env_checks.REQUIRED_VARIABLES == ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
+    assert [str(net_checks.Allowance.parse(a)) for a in pc.allowed_ingress] == \
+        [str(a) for a in net_checks.DEFAULT_ALLOWED] == \
+        ["alb tcp/80 world", "alb tcp/443 world", "app tcp/container alb", "db tcp/5432 app"]
+    assert pc.deploy_role == iam_checks.DEPLOY_ROLE_PATTERN == "{stack}-deploy"
+    assert pc.health_check == config.HealthCheckSection()  # nothing compared beyond 200 being a success code
+    given = load_text(tmp_path, 'kind = "aws"\n[precheck]\nrequired_variables = ["SECRET_KEY", "SENTRY_DSN"]\n'
+                      'allowed_ingress = ["alb tcp/443 world", "app tcp/8000-8001 10.0.0.0/16"]\n'
+                      'deploy_role = "arn:aws:iam::111122223333:role/{stack}-ci"\n'
+                      '[precheck.health_check]\nmatcher = "200-299"\ninterval = 15\n').precheck
+    assert given.required_variables == ("SECRET_KEY", "SENTRY_DSN")
+    assert given.allowed_ingress == ("alb tcp/443 world", "app tcp/8000-8001 10.0.0.0/16")
+    assert given.deploy_role.endswith("role/{stack}-ci")
+    assert given.health_check == config.HealthCheckSection(matcher="200-299", interval=15)
+
+
+# --------------------------------------------------------------------------- the annotated template
+
+
+def _sections(cls: type, data: object, path: str) -> list[str]:
+    """Keys of `cls` (and of the sections inside it) that `data`, the parsed template, does not give."""
+    if isinstance(data, list):  # an array of tables: each key given by at least one of them
+        merged: dict = {}
+        for item in data:
+            merged.update(item)
+        data = merged
+    assert isinstance(data, dict), f"{path or '(top)'}: expected a table in the template"
+    hints = typing.get_type_hints(cls)
+    missing = []
+    for f in dataclasses.fields(cls):
+        if f.name == "source":  # set by the loader, never written
+            continue
+        key = f"{path}{f.name}"
+        if f.name not in data:
+            missing.append(key)
+            continue
+        tp = hints[f.name]
+        inner = [a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis] or [tp]
+        for candidate in (tp, *inner):
+            if dataclasses.is_dataclass(candidate) and candidate is not config.SecretRef:
+                missing += _sections(candidate, data[f.name], key + ".")
+                break
+    return missing
+
+
+def test_the_production_template_mentions_every_key_of_every_section():
+    """A key added to a section must be added to the annotated template, where people learn it exists."""
+    path = ROOT / "environments" / "production.example.toml"
+    text = path.read_text(encoding="utf-8")
+    assert _sections(config.Environment, tomllib.loads(text), "") == []
+    for ref in (f.name for f in dataclasses.fields(config.SecretRef)):  # references: the header shows all three
+        assert re.search(r"\{ *" + ref + " *=", text), f"the template never shows a {{{ref} = …}} reference"
+    config.load_file(path)  # and everything it gives is valid

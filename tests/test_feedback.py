@@ -75,3 +75,69 @@ def test_table_labels_follow_the_language(tmp_path):
     ja, en = feedback.table(found, "ja"), feedback.table(found, "en")
     assert list(ja.columns)[1] == "種別" and ja.iloc[0, 1] == "問題点"
     assert list(en.columns)[1] == "kind" and en.iloc[0, 1] == "problem"
+
+
+# --------------------------------------------------------------------------- the next release's pre-check
+
+
+def _env(tmp_path, lang="en"):
+    """An environment whose app repository has the release tags v0.9.0 and v1.0.0 (and a later rollback tag)."""
+    import subprocess
+
+    from shipbook.config import AppSection, Environment
+
+    repo = tmp_path / "app"
+    repo.mkdir(exist_ok=True)
+    if not (repo / ".git").exists():
+        git = ["git", "-C", str(repo), "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+        subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+        for tag in ("v0.9.0", "v1.0.0", "v1.0.1-rollback"):
+            subprocess.run([*git, "tag", tag], check=True)
+    return Environment(name="sandbox", lang=lang, app=AppSection(repo=str(repo)))
+
+
+def test_the_next_precheck_shows_the_items_still_open_from_the_previous_release(tmp_path):
+    runs = tmp_path / "runs"
+    feedback.add("sandbox", "v1.0.0", "Product pages <slow> after deploy", "problem", runs_root=runs, now=NOW)
+    feedback.add("sandbox", "v1.0.0", "Announce the window earlier", "improvement", runs_root=runs, now=NOW)
+    feedback.close("sandbox", "v1.0.0", "F2", "done", runs_root=runs, now=NOW)
+    feedback.add("sandbox", "v0.9.0", "An older release's item", runs_root=runs, now=NOW)
+    shown = feedback.carried_over(_env(tmp_path), "v1.1.0", "v1.0.0", runs_root=runs)
+    assert shown.previous == "v1.0.0" and [i.id for i in shown.found] == ["F1"]
+    assert shown.note.startswith("1 feedback item(s) still open from the previous release v1.0.0 (informational")
+    html = shown._repr_html_()
+    assert "<table" in html and "Product pages &lt;slow&gt; after deploy" in html and "F1" in html
+    assert "Announce the window" not in html and "older release" not in html
+    assert "Product pages <slow> after deploy" in repr(shown)
+    ja = feedback.carried_over(_env(tmp_path, "ja"), "v1.1.0", "v1.0.0", runs_root=runs)
+    assert "前回リリース v1.0.0 の未解決のフィードバック: 1 件" in ja.note and "問題点" in ja._repr_html_()
+
+
+def test_without_open_items_the_precheck_says_so_in_one_line(tmp_path):
+    runs = tmp_path / "runs"
+    shown = feedback.carried_over(_env(tmp_path), "v1.1.0", "v1.0.0", runs_root=runs)
+    assert shown.found == [] and shown.note == "No feedback items still open from the previous release v1.0.0."
+    assert shown._repr_html_() == f"<p>{shown.note}</p>" and repr(shown) == shown.note
+    feedback.add("sandbox", "v1.0.0", "fixed later", runs_root=runs, now=NOW)
+    feedback.close("sandbox", "v1.0.0", "F1", runs_root=runs, now=NOW)
+    assert feedback.carried_over(_env(tmp_path), "v1.1.0", "v1.0.0", runs_root=runs).found == []
+
+
+def test_the_previous_release_is_found_from_the_tags_when_the_run_does_not_give_it(tmp_path):
+    runs = tmp_path / "runs"
+    feedback.add("sandbox", "v1.0.0", "slow pages", runs_root=runs, now=NOW)
+    shown = feedback.carried_over(_env(tmp_path), "v1.1.0", runs_root=runs)  # JupyterLab: previous_version ""
+    assert shown.previous == "v1.0.0" and len(shown.found) == 1  # not the rollback tag
+    first = feedback.carried_over(_env(tmp_path), "v0.9.0", runs_root=runs)
+    assert first.previous == "" and first.note == "No previous release: no feedback carried over."
+
+
+def test_feedback_that_cannot_be_read_is_a_note_never_an_error(tmp_path):
+    from shipbook.config import AppSection, Environment
+
+    shown = feedback.carried_over(_env(tmp_path), "v1.1.0", "../../etc", runs_root=tmp_path / "runs")
+    assert shown.found == [] and shown.note.startswith("The previous release's feedback could not be read")
+    no_repo = Environment(name="sandbox", lang="en", app=AppSection(repo=str(tmp_path / "missing")))
+    shown = feedback.carried_over(no_repo, "v1.1.0", runs_root=tmp_path / "runs")
+    assert shown.found == [] and "could not be read" in shown.note

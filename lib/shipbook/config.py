@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+import string
 import tomllib
 import types
 import typing
@@ -130,8 +131,23 @@ class BackupSection:
 
 
 @dataclass(frozen=True)
+class HealthCheckSection:
+    """The target group's health check as the environment expects it (`infra.alb`).
+
+    Only the keys given are compared: an unset key (None, or "" for the matcher) is shown, not judged.
+    Without a matcher, 200 must be one of the target group's success codes, as before this key existed.
+    """
+
+    matcher: str = ""  # success codes exactly as the target group has them: "200", "200,302", "200-299"
+    interval: int | None = None  # seconds between probes
+    timeout: int | None = None  # seconds a probe may take
+    healthy_threshold: int | None = None  # consecutive successes before a target is healthy
+    unhealthy_threshold: int | None = None  # consecutive failures before it is unhealthy
+
+
+@dataclass(frozen=True)
 class PrecheckSection:
-    """Thresholds of the code.* and db.* pre-checks."""
+    """Thresholds and expectations of the pre-checks (code.*, db.*, env.*, iam.*, network.*, infra.*)."""
 
     test_timeout: float = 600.0
     tool_timeout: float = 300.0
@@ -144,6 +160,13 @@ class PrecheckSection:
     migration_fail_seconds: float = 0.0  # 0 = never blocks
     probe_timeout: float = 300.0  # capped at 0.75 x runner.cell_timeout
     db_row_counts: dict[str, int] = field(default_factory=dict)  # table -> production rows
+    # env.variables: what the task definition must define (secrets by reference)
+    required_variables: tuple[str, ...] = ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
+    # network.security_groups: `<alb|app|db> <protocol>/<port[-port]|container> <world|alb|app|db|CIDR>`
+    allowed_ingress: tuple[str, ...] = ("alb tcp/80 world", "alb tcp/443 world", "app tcp/container alb",
+                                        "db tcp/5432 app")
+    deploy_role: str = "{stack}-deploy"  # iam.ecr_push: role name or ARN; {stack} = stack.name
+    health_check: HealthCheckSection = field(default_factory=HealthCheckSection)  # infra.alb
 
 
 @dataclass(frozen=True)
@@ -250,6 +273,50 @@ class Environment:
         return out
 
 
+# --------------------------------------------------------------------------- values with a grammar
+
+INGRESS_ROLES = ("alb", "app", "db")
+_INGRESS_PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "-1")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MATCHER = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+
+
+def parse_ingress(text: str) -> tuple[str, str, int | str, int | str, str]:
+    """`"app tcp/container alb"` → (group, protocol, from port, to port, source); ValueError says why not.
+
+    Here rather than in `checks.network` so that a typo in `precheck.allowed_ingress` stops the load
+    with `file: key: reason` like any other key; `network.Allowance.parse` reads rules through it.
+    """
+    parts = text.split()
+    if len(parts) != 3 or "/" not in parts[1]:
+        raise ValueError(f"{text!r}: expected '<alb|app|db> <proto>/<port[-port]|container> <source>'")
+    group, (proto, ports), source = parts[0], parts[1].split("/", 1), parts[2]
+    if group not in INGRESS_ROLES:
+        raise ValueError(f"{text!r}: the group must be one of {', '.join(INGRESS_ROLES)}")
+    proto = proto.lower()
+    if proto not in _INGRESS_PROTOCOLS and not (proto.isdigit() and int(proto) <= 255):
+        raise ValueError(f"{text!r}: the protocol must be tcp, udp, icmp, icmpv6, -1 (all) or a protocol number")
+    lo, _, hi = ports.partition("-")
+    low: int | str = "container"
+    high: int | str = "container"
+    if lo == "container":
+        if hi:
+            raise ValueError(f"{text!r}: 'container' is one port, not the start of a range")
+    else:
+        try:
+            low, high = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"{text!r}: bad port {ports!r}") from None
+        if not 0 <= low <= high <= 65535:
+            raise ValueError(f"{text!r}: bad port range {ports!r} (0-65535, low to high)")
+    if source not in ("world", *INGRESS_ROLES):
+        try:
+            ipaddress.ip_network(source, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r}: the source must be world, a role or a CIDR") from None
+    return group, proto, low, high, source
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -331,7 +398,7 @@ def _type_name(tp) -> str:
 def _build(cls, raw, fname: str, prefix: str):
     """Build a frozen dataclass from a TOML table, rejecting unknown keys and wrong types."""
     if not isinstance(raw, dict):
-        raise ConfigError(fname, prefix or "(top)", f"expected a table, got {type(raw).__name__}")
+        raise ConfigError(fname, prefix.rstrip(".") or "(top)", f"expected a table, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     kwargs = {}
@@ -457,6 +524,37 @@ def _validate(env: Environment, fname: str) -> None:
     for table, rows in pc.db_row_counts.items():
         if rows < 0:
             raise ConfigError(fname, f"precheck.db_row_counts.{table}", "must not be negative")
+    _validate_precheck_expectations(pc, fname)
     for name, c in enumerate(env.contacts):
         if not c.role or not c.name:
             raise ConfigError(fname, f"contacts[{name}]", "role and name are required")
+
+
+def _validate_precheck_expectations(pc: PrecheckSection, fname: str) -> None:
+    """The keys that say what the environment should look like: env.variables, network, iam, infra.alb."""
+    for i, name in enumerate(pc.required_variables):
+        if not _VARIABLE_NAME.fullmatch(name):
+            raise ConfigError(fname, f"precheck.required_variables[{i}]", f"{name!r} is not a variable name")
+    for i, rule in enumerate(pc.allowed_ingress):
+        try:
+            parse_ingress(rule)
+        except ValueError as exc:
+            raise ConfigError(fname, f"precheck.allowed_ingress[{i}]", str(exc)) from exc
+    if not pc.deploy_role.strip():
+        raise ConfigError(fname, "precheck.deploy_role", "must name the deploy role (default \"{stack}-deploy\")")
+    try:
+        unknown = sorted({f for _, f, _, _ in string.Formatter().parse(pc.deploy_role) if f is not None} - {"stack"})
+    except ValueError as exc:
+        raise ConfigError(fname, "precheck.deploy_role", f"bad placeholder: {exc}") from exc
+    if unknown:
+        raise ConfigError(fname, "precheck.deploy_role", f"unknown placeholder {{{unknown[0]}}} (known: {{stack}})")
+    hc = pc.health_check
+    if hc.matcher and not _MATCHER.fullmatch(hc.matcher.replace(" ", "")):
+        raise ConfigError(fname, "precheck.health_check.matcher",
+                          f"expected HTTP codes like \"200\", \"200,302\" or \"200-299\", got {hc.matcher!r}")
+    for key in ("interval", "timeout", "healthy_threshold", "unhealthy_threshold"):
+        value = getattr(hc, key)
+        if value is not None and value <= 0:
+            raise ConfigError(fname, f"precheck.health_check.{key}", "must be positive")
+    if hc.interval is not None and hc.timeout is not None and hc.timeout >= hc.interval:
+        raise ConfigError(fname, "precheck.health_check.timeout", "must be shorter than the interval")

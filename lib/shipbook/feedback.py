@@ -12,6 +12,7 @@ the file, and every text goes through the Redactor before it is written.
 from __future__ import annotations
 
 import fcntl
+import html
 import json
 import logging
 import os
@@ -25,9 +26,9 @@ from typing import Any
 
 import pandas as pd
 
-from shipbook import audit, config, i18n, secretvalues, versions
+from shipbook import audit, config, gitinfo, i18n, secretvalues, versions
 from shipbook.config import Environment
-from shipbook.errors import InputError
+from shipbook.errors import InputError, ShipbookError
 from shipbook.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,64 @@ def table(found: list[FeedbackItem], lang: str = "ja") -> pd.DataFrame:
     rows = [[i.id, i18n.t(f"feedback.{i.kind}", lang) if i.kind in KINDS else i.kind, i.text,
              i.status, i.at] for i in found]
     return pd.DataFrame(rows, columns=cols)
+
+
+# lang -> what the pre-check says above (or instead of) the table
+_CARRIED_NOTES: dict[str, dict[str, str]] = {
+    "ja": {"open": "前回リリース {prev} の未解決のフィードバック: {n} 件（参考情報: ゲートには影響しません）。"
+                   "解決したら `shipbook feedback {prev} --close ID \"対応内容\"`",
+           "none": "前回リリース {prev} の未解決のフィードバックはありません。",
+           "first": "前回リリースがありません: 引き継ぐフィードバックはありません。",
+           "unread": "前回リリースのフィードバックを読めませんでした（ゲートには影響しません）: {why}"},
+    "en": {"open": "{n} feedback item(s) still open from the previous release {prev} (informational: not part "
+                   "of the gate). Close one with `shipbook feedback {prev} --close ID \"resolution\"`",
+           "none": "No feedback items still open from the previous release {prev}.",
+           "first": "No previous release: no feedback carried over.",
+           "unread": "The previous release's feedback could not be read (not part of the gate): {why}"},
+}
+
+
+@dataclass
+class CarriedOver:
+    """The previous release's open items, as the next release's pre-check shows them (issue 7)."""
+
+    previous: str
+    found: list[FeedbackItem]
+    note: str
+    lang: str = "ja"
+
+    def table(self) -> pd.DataFrame:
+        return table(self.found, self.lang)
+
+    def _repr_html_(self) -> str:
+        body = self.table().to_html(index=False, escape=True) if self.found else ""
+        return f"<p>{html.escape(self.note)}</p>{body}"
+
+    def __repr__(self) -> str:
+        return self.note + (f"\n{self.table().to_string(index=False)}" if self.found else "")
+
+
+def carried_over(env: Environment, version: str = "", previous_version: str = "", *,
+                 runs_root: Path | None = None) -> CarriedOver:
+    """What is still open from the release before `version`: the next pre-check shows it, never gates on it.
+
+    `previous_version` is the run's parameter; empty (a notebook opened by hand), it is the greatest
+    release tag below `version` in the app repository, as the checks find it. A previous release that
+    cannot be found or read gives a note instead of an error: this section must not stop the phase.
+    """
+    notes = _CARRIED_NOTES["en" if env.lang == "en" else "ja"]
+    prev = previous_version
+    try:
+        if not prev and version:
+            prev = versions.previous_release(gitinfo.tags(env.app.repo), version)
+        found = open_items(env, prev, runs_root=runs_root)
+    except ShipbookError as exc:
+        log.warning("open feedback of the previous release not read: %s", exc)
+        return CarriedOver(prev, [], notes["unread"].format(why=exc), env.lang)
+    if not prev:
+        return CarriedOver("", [], notes["first"], env.lang)
+    key = "open" if found else "none"
+    return CarriedOver(prev, found, notes[key].format(prev=prev, n=len(found)), env.lang)
 
 
 def as_dicts(found: list[FeedbackItem]) -> list[dict[str, Any]]:

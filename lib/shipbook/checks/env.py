@@ -19,15 +19,15 @@ from urllib.parse import urlparse
 
 from shipbook import aws
 from shipbook.checks import CheckResult, Release, check, worst
-from shipbook.config import Environment
+from shipbook.config import Environment, PrecheckSection
 from shipbook.errors import AwsError, InputError
 
 log = logging.getLogger(__name__)
 
 CHECK_ID = "env.variables"
 TASKDEF_PATH = "infra/taskdef.json"
-# Proposed config: [precheck] required_variables (added to these three).
-REQUIRED_VARIABLES: tuple[str, ...] = ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
+# The default of `[precheck] required_variables`; the check reads the environment's list.
+REQUIRED_VARIABLES: tuple[str, ...] = PrecheckSection().required_variables
 # A name matching this holds a secret and must come from `secrets`. DATABASE_URL carries the
 # database password. Proposed config: [precheck] secret_variables (extra names).
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIAL|ACCESS_KEY|DATABASE_URL|DSN",
@@ -120,14 +120,17 @@ def allowed_hosts_cover(hosts: Iterable[str], host: str) -> bool:
 
 @check(CHECK_ID)
 def variables(env: Environment, release: Release, sm: Any = None, ssm: Any = None,
-              required: Iterable[str] = REQUIRED_VARIABLES, secret_name: re.Pattern[str] = SECRET_NAME,
+              required: Iterable[str] | None = None, secret_name: re.Pattern[str] = SECRET_NAME,
               taskdef_path: str = TASKDEF_PATH) -> CheckResult:
-    """Every required variable defined; secrets by reference and existing; ALLOWED_HOSTS covers the host."""
+    """Every required variable defined; secrets by reference and existing; ALLOWED_HOSTS covers the host.
+
+    The required variables are the environment's `precheck.required_variables` unless `required` is given.
+    """
     taskdef = release.read_json(taskdef_path)
     container = container_of(taskdef, env.stack.container)
     plain = environment_names(container)
     refs = {r.name: r for r in secret_refs(container)}
-    required = list(dict.fromkeys(required))
+    required = list(dict.fromkeys(env.precheck.required_variables if required is None else required))
     sm = sm if sm is not None else aws.client(env, "secretsmanager")
     ssm = ssm if ssm is not None else (aws.client(env, "ssm") if any(r.store == "ssm" for r in refs.values())
                                        else None)

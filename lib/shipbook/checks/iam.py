@@ -17,7 +17,7 @@ from botocore.parsers import ResponseParserError
 from shipbook import aws
 from shipbook.checks import CheckResult, Release, check
 from shipbook.checks.env import TASKDEF_PATH, container_of, describe_secret, secret_refs
-from shipbook.config import Environment
+from shipbook.config import Environment, PrecheckSection
 from shipbook.errors import AwsError
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ ECR_PUSH_ACTIONS: tuple[str, ...] = (
     "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
     "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
 )
-# Proposed config: [precheck] deploy_role (name or ARN). Default: "<stack.name>-deploy".
-DEPLOY_ROLE_PATTERN = "{stack}-deploy"
+# The default of `[precheck] deploy_role` (name or ARN; {stack} = stack.name); the check reads the environment's.
+DEPLOY_ROLE_PATTERN = PrecheckSection().deploy_role
 # Actions authorised against "*" only (no resource type in IAM).
 _GLOBAL_ACTIONS = {"ecr:getauthorizationtoken"}
 # The simulator is not available / not permitted: the check says so instead of guessing.
@@ -186,15 +186,21 @@ def task_execution_role(env: Environment, release: Release, iam: Any = None, sm:
     return res
 
 
+def deploy_role(env: Environment) -> str:
+    """The role the release workflow assumes: `precheck.deploy_role` with {stack} filled in."""
+    return env.precheck.deploy_role.format(stack=env.stack.name)
+
+
 @check("iam.ecr_push")
 def ecr_push(env: Environment, release: Release, iam: Any = None, role: str = "",
              actions: Iterable[str] = ECR_PUSH_ACTIONS, taskdef_path: str = TASKDEF_PATH) -> CheckResult:
     """The deploy role (what the workflow assumes) can push the image to the app's ECR repository."""
     check_id = "iam.ecr_push"
-    role = role or DEPLOY_ROLE_PATTERN.format(stack=env.stack.name)
+    source = "" if role else " (precheck.deploy_role)"
+    role = role or deploy_role(env)
     taskdef = release.read_json(taskdef_path)
     repo = repository_arn(str(container_of(taskdef, env.stack.container).get("image", "")))
-    evidence = f"deploy role {role}; repository from the image of {release.where(taskdef_path)}; " \
+    evidence = f"deploy role {role}{source}; repository from the image of {release.where(taskdef_path)}; " \
                "iam:SimulatePrincipalPolicy"
     if not repo:
         return CheckResult(check_id, "skip", "the image is not in ECR: no ECR push to check", [], evidence)

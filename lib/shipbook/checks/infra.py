@@ -295,12 +295,17 @@ HttpGet = Callable[..., Any]
 
 
 @check("infra.alb")
-def alb(env: Environment, elbv2: Any = None, http_get: HttpGet = requests.get, timeout: float = 5.0,
-        expected_code: str = "200") -> CheckResult:
-    """The target group probes the configured health path, and that path answers on the live app."""
+def alb(env: Environment, elbv2: Any = None, http_get: HttpGet = requests.get, timeout: float = 5.0) -> CheckResult:
+    """The target group's health check is what the environment says, and the path answers on the live app.
+
+    The path is `app.health_path`; `precheck.health_check` adds the matcher, interval, timeout and
+    thresholds to compare (only the keys it gives). Without a matcher, 200 must be a success code.
+    """
     check_id = "infra.alb"
+    want = env.precheck.health_check
     cli = elbv2 if elbv2 is not None else aws.client(env, "elbv2")
-    evidence = f"target group {env.stack.target_group}; GET {env.app.public_url}{env.app.health_path}"
+    evidence = f"target group {env.stack.target_group} against app.health_path and precheck.health_check; " \
+               f"GET {env.app.public_url}{env.app.health_path}"
     tgs = aws.call(cli, "describe_target_groups", Names=[env.stack.target_group]).get("TargetGroups") or []
     if not tgs:
         return CheckResult(check_id, "fail", f"target group {env.stack.target_group} not found", [], evidence)
@@ -316,38 +321,51 @@ def alb(env: Environment, elbv2: Any = None, http_get: HttpGet = requests.get, t
     row("health check path", tg.get("HealthCheckPath"), env.app.health_path,
         tg.get("HealthCheckPath") == env.app.health_path, note="probes another path than the app's health path")
     codes = str((tg.get("Matcher") or {}).get("HttpCode", ""))
-    row("success codes", codes, expected_code, _code_matches(codes, expected_code), "warn",
-        note=f"{expected_code} is not a success code")
+    if want.matcher:
+        matcher = want.matcher.replace(" ", "")
+        row("success codes", codes, matcher, codes.replace(" ", "") == matcher,
+            note="differs from precheck.health_check.matcher")
+    else:
+        row("success codes", codes, "includes 200", _code_matches(codes, "200"), "warn",
+            note="200 is not a success code")
     row("protocol / port", f"{tg.get('HealthCheckProtocol')} / {tg.get('HealthCheckPort')}", "", True)
-    row("interval / timeout", f"{tg.get('HealthCheckIntervalSeconds')} s / {tg.get('HealthCheckTimeoutSeconds')} s",
-        "", (tg.get("HealthCheckTimeoutSeconds") or 0) < (tg.get("HealthCheckIntervalSeconds") or 1), "warn",
-        "the timeout is not shorter than the interval")
-    row("healthy / unhealthy threshold",
-        f"{tg.get('HealthyThresholdCount')} / {tg.get('UnhealthyThresholdCount')}", "", True)
+    interval, hc_timeout = tg.get("HealthCheckIntervalSeconds"), tg.get("HealthCheckTimeoutSeconds")
+    for setting, key, actual in (("interval (s)", "interval", interval), ("timeout (s)", "timeout", hc_timeout),
+                                 ("healthy threshold", "healthy_threshold", tg.get("HealthyThresholdCount")),
+                                 ("unhealthy threshold", "unhealthy_threshold", tg.get("UnhealthyThresholdCount"))):
+        expected = getattr(want, key)
+        row(setting, actual, "" if expected is None else expected, expected is None or actual == expected,
+            note=f"differs from precheck.health_check.{key}")
+    row("timeout shorter than the interval", f"{hc_timeout} s / {interval} s", "", (hc_timeout or 0) < (interval or 1),
+        "warn", "the timeout is not shorter than the interval")
     health = aws.call(cli, "describe_target_health", TargetGroupArn=tg["TargetGroupArn"])
     states = [d.get("TargetHealth", {}).get("State", "") for d in health.get("TargetHealthDescriptions") or []]
     unhealthy = [s for s in states if s not in ("healthy", "initial", "draining")]
     row("targets (now)", f"{states.count('healthy')} healthy of {len(states)}", "all healthy",
         bool(states) and not unhealthy, "warn", "no registered target" if not states else
         f"{len(unhealthy)} unhealthy target(s)")
+    answers = want.matcher.replace(" ", "") or "200"
     if env.app.public_url:
         url = env.app.public_url.rstrip("/") + env.app.health_path
         t0 = time.monotonic()
         try:
             resp = http_get(url, timeout=timeout, allow_redirects=False)
             ms = (time.monotonic() - t0) * 1000
-            row(f"GET {url}", f"{resp.status_code} in {ms:.0f} ms", expected_code,
-                str(resp.status_code) == expected_code, note="the health path does not answer as expected")
+            row(f"GET {url}", f"{resp.status_code} in {ms:.0f} ms", answers,
+                _code_matches(answers, str(resp.status_code)), note="the health path does not answer as expected")
         except requests.RequestException as exc:
             log.info("GET %s: %s", url, exc)
-            row(f"GET {url}", f"no answer ({type(exc).__name__})", expected_code, False,
+            row(f"GET {url}", f"no answer ({type(exc).__name__})", answers, False,
                 note="the health path does not answer")
     else:
         row("live request", "not made", "", False, "warn", "no app.public_url configured")
     verdict = worst(r["verdict"] for r in rows)
     flagged = [r for r in rows if r["verdict"] != "pass"]
+    compared = [k for k in ("matcher", "interval", "timeout", "healthy_threshold", "unhealthy_threshold")
+                if getattr(want, k) not in (None, "")]
     summary = "; ".join(f"{r['setting']}: {r['note']}" for r in flagged) if flagged else \
-        f"health check {tg.get('HealthCheckPath')} matches the environment and answers {expected_code}"
+        f"health check {tg.get('HealthCheckPath')} matches the environment" \
+        + (f" ({', '.join(compared)} too)" if compared else "") + f" and answers {answers}"
     return CheckResult(check_id, verdict, summary, rows, evidence)
 
 

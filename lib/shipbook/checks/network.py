@@ -20,13 +20,13 @@ from typing import Any
 
 from shipbook import aws
 from shipbook.checks import CheckResult, check, worst
-from shipbook.config import Environment
+from shipbook.config import INGRESS_ROLES, Environment, PrecheckSection, parse_ingress
 from shipbook.errors import InputError
 
 log = logging.getLogger(__name__)
 
 CHECK_ID = "network.security_groups"
-ROLES = ("alb", "app", "db")
+ROLES = INGRESS_ROLES
 WORLD = ("0.0.0.0/0", "::/0")
 
 
@@ -46,34 +46,20 @@ class Allowance:
 
     @classmethod
     def parse(cls, text: str) -> Allowance:
-        """`"app tcp/container alb"`, `"alb tcp/443 world"`, `"db tcp/5432 app"` (config-friendly)."""
-        parts = text.split()
-        if len(parts) != 3 or "/" not in parts[1]:
-            raise InputError("allowed_ingress", f"{text!r}: expected '<alb|app|db> <proto>/<port[-port]> <source>'")
-        group, (proto, ports), source = parts[0], parts[1].split("/", 1), parts[2]
-        if group not in ROLES:
-            raise InputError("allowed_ingress", f"{text!r}: the group must be one of {', '.join(ROLES)}")
-        lo, _, hi = ports.partition("-")
+        """`"app tcp/container alb"`, `"alb tcp/443 world"`, `"db tcp/5432 app"` (the config's form)."""
         try:
-            low: int | str = lo if lo == "container" else int(lo)
-            high: int | str = low if not hi else int(hi)
+            group, proto, low, high, source = parse_ingress(text)
         except ValueError as exc:
-            raise InputError("allowed_ingress", f"{text!r}: bad port {ports!r}") from exc
-        if source not in ("world", *ROLES):
-            try:
-                ipaddress.ip_network(source, strict=False)
-            except ValueError as exc:
-                raise InputError("allowed_ingress", f"{text!r}: source must be world, a role or a CIDR") from exc
-        return cls(group, proto.lower(), low, high, source)
+            raise InputError("allowed_ingress", str(exc)) from exc
+        return cls(group, proto, low, high, source)
 
     def __str__(self) -> str:
         ports = f"{self.from_port}" if self.from_port == self.to_port else f"{self.from_port}-{self.to_port}"
         return f"{self.group} {self.protocol}/{ports} {self.source}"
 
 
-# Proposed config: [precheck] allowed_ingress = ["alb tcp/80 world", ...]
-DEFAULT_ALLOWED: tuple[Allowance, ...] = tuple(Allowance.parse(t) for t in (
-    "alb tcp/80 world", "alb tcp/443 world", "app tcp/container alb", "db tcp/5432 app"))
+# The default of `[precheck] allowed_ingress`; the check reads the environment's list.
+DEFAULT_ALLOWED: tuple[Allowance, ...] = tuple(Allowance.parse(t) for t in PrecheckSection().allowed_ingress)
 
 
 @dataclass
@@ -169,9 +155,10 @@ def _source_label(kind: str, value: str, groups: Groups) -> str:
 
 @check(CHECK_ID)
 def security_groups(env: Environment, ec2: Any = None, ecs: Any = None, elbv2: Any = None, rds: Any = None,
-                    allowed: Iterable[Allowance | str] = DEFAULT_ALLOWED) -> CheckResult:
-    """Every ingress rule of the ALB, app and DB groups against the allowed list."""
-    allow = [a if isinstance(a, Allowance) else Allowance.parse(a) for a in allowed]
+                    allowed: Iterable[Allowance | str] | None = None) -> CheckResult:
+    """Every ingress rule of the ALB, app and DB groups against the allowed list (`precheck.allowed_ingress`)."""
+    allow = [a if isinstance(a, Allowance) else Allowance.parse(a)
+             for a in (env.precheck.allowed_ingress if allowed is None else allowed)]
     ec2 = ec2 if ec2 is not None else aws.client(env, "ec2")
     groups = find_groups(env, ecs if ecs is not None else aws.client(env, "ecs"),
                          elbv2 if elbv2 is not None else aws.client(env, "elbv2"),
@@ -213,6 +200,7 @@ def security_groups(env: Environment, ec2: Any = None, ecs: Any = None, elbv2: A
     else:
         summary = f"{len(rows)} ingress rules on {len(described)} groups, all on the allowed list"
     evidence = ("groups of ECS service {s}, the load balancer of target group {t}, DB instance {d}; "
-                "allowed: {a}").format(s=env.stack.service, t=env.stack.target_group, d=env.stack.db_instance,
-                                       a="; ".join(str(a) for a in allow))
+                "allowed{w}: {a}").format(s=env.stack.service, t=env.stack.target_group, d=env.stack.db_instance,
+                                          w=" (precheck.allowed_ingress)" if allowed is None else "",
+                                          a="; ".join(str(a) for a in allow))
     return CheckResult(CHECK_ID, verdict, summary, rows, evidence)
