@@ -26,6 +26,11 @@ SCHEMA = 1
 RECORD = "run.json"
 LEDGER = "ledger.jsonl"
 GENESIS = "0" * 64
+INCIDENTS = "incidents"
+# Files directly under runs/ that belong to no environment: the index page and the repository's placeholders.
+TOP_LEVEL_FILES = frozenset({"index.html", ".gitkeep", "README.md"})
+# Beside an incident's run.json and its phase files: its hash-chained status reports (incident.STATUS_FILE).
+INCIDENT_STATUS_FILE = "status.jsonl"
 # SHIPBOOK_RUNS_DIR points the audit trail elsewhere (tests, a shared volume).
 RUNS_ROOT = Path(os.environ.get("SHIPBOOK_RUNS_DIR") or Path(__file__).resolve().parents[2] / "runs").resolve()
 
@@ -179,7 +184,7 @@ def _safe_id(run_id: str) -> bool:
 def iter_records(runs_root: Path, env: str | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
     pattern = f"{env}/*/*/{RECORD}" if env else f"*/*/*/{RECORD}"
     for path in sorted(runs_root.glob(pattern)):
-        if path.parent.parent.name == "incidents":
+        if path.parent.parent.name == INCIDENTS:
             continue
         try:
             yield path, json.loads(path.read_text(encoding="utf-8"))
@@ -191,13 +196,18 @@ def verify(runs_root: Path, env: str | None = None) -> list[str]:
     """Every problem in the trail: broken chain, changed, missing or unexpected files."""
     problems: list[str] = []
     envs = [env] if env else sorted(p.name for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
+    if not env and runs_root.is_dir():
+        problems += [f"{f.name}: unexpected file (not the index, and in no environment)"
+                     for f in sorted(runs_root.iterdir()) if f.is_file() and f.name not in TOP_LEVEL_FILES]
     for e in envs:
         env_root = runs_root / e
         chain_problems, sealed, hashes = Ledger(env_root).verify()
         problems += chain_problems
         seen: set[str] = set()
+        owned: set[Path] = set()  # run dirs: each checks its own files against its record
         for path, data in iter_records(runs_root, e):
             rel = path.relative_to(runs_root)
+            owned.add(path.parent)
             if not data:
                 problems.append(f"{rel}: not valid JSON (changed)")
                 continue
@@ -227,12 +237,31 @@ def verify(runs_root: Path, env: str | None = None) -> list[str]:
         from shipbook import feedback  # feedback builds on this module
 
         problems += feedback.verify_all(runs_root, e)
+        problems += _unowned_files(runs_root, e, owned, feedback.FILE)
+    return problems
+
+
+def _unowned_files(runs_root: Path, env: str, run_dirs: set[Path], feedback_file: str) -> list[str]:
+    """Files under runs/<env>/ that no run, incident, ledger or feedback list accounts for.
+
+    Why: the per-run check only looks inside folders holding a run.json, so without this a file planted
+    beside them (`runs/<env>/<version>/<x>/page.html`) would pass the audit unnoticed.
+    """
+    env_root = runs_root / env
+    incidents = env_root / INCIDENTS
+    known = {env_root / LEDGER, incidents / LEDGER}
+    known |= set(env_root.glob(f"*/{feedback_file}")) | set(env_root.glob(f"*/.{feedback_file}.lock"))
+    owned = set(run_dirs) | {p.parent for p in incidents.glob(f"*/{RECORD}")}  # incidents check their own files
+    problems = []
+    for f in sorted(env_root.rglob("*")):
+        if f.is_file() and f not in known and not owned.intersection(f.parents):
+            problems.append(f"{f.relative_to(runs_root)}: unexpected file (belongs to no run)")
     return problems
 
 
 def _verify_incidents(runs_root: Path, env: str) -> list[str]:
     """Incidents keep their own ledger (runs/<env>/incidents/ledger.jsonl) and status reports."""
-    root = runs_root / env / "incidents"
+    root = runs_root / env / INCIDENTS
     if not root.is_dir():
         return []
     problems, sealed, _hashes = Ledger(root).verify()
@@ -245,13 +274,18 @@ def _verify_incidents(runs_root: Path, env: str) -> list[str]:
             continue
         if sealed.get(data.get("run_id", "")) != sha256_file(path):
             problems.append(f"{rel}: changed since it was sealed (or never sealed)")
+        expected = {RECORD, INCIDENT_STATUS_FILE}
         for ph in data.get("phases", []):
             for fname, digest in (ph.get("files") or {}).items():
+                expected.add(fname)
                 f = path.parent / fname
                 if not f.is_file():
                     problems.append(f"{rel.parent / fname}: missing")
                 elif sha256_file(f) != digest:
                     problems.append(f"{rel.parent / fname}: changed (sha256 differs from the record)")
+        for f in sorted(path.parent.rglob("*")):
+            if f.is_file() and str(f.relative_to(path.parent)) not in expected:
+                problems.append(f"{f.relative_to(runs_root)}: unexpected file")
     return problems
 
 

@@ -114,8 +114,9 @@ def render_notebook(nb: NotebookNode, out_dir: Path, stem: str, redactor: Redact
 
 # --- index page -------------------------------------------------------------------------------
 
+# The runner writes "rolled-back"; the spelling "rolled_back" gets the same badge.
 _KNOWN_STATUSES = frozenset(
-    {"running", "succeeded", "blocked", "failed", "pending", "skipped", "rolled_back", "cancelled"}
+    {"running", "succeeded", "blocked", "failed", "pending", "skipped", "rolled-back", "cancelled"}
 )
 
 
@@ -163,7 +164,8 @@ def _esc(value: Any) -> str:
 
 def _badge(status: Any) -> str:
     text = str(status) if status else "unknown"
-    cls = text if text in _KNOWN_STATUSES else "unknown"
+    key = text.replace("_", "-")
+    cls = key if key in _KNOWN_STATUSES else "unknown"
     return f'<span class="badge badge-{cls}">{_esc(text)}</span>'
 
 
@@ -267,7 +269,7 @@ code {{ font-size: .9em; }}
 .badge-running {{ background: #0969da; }}
 .badge-blocked {{ background: #9a6700; }}
 .badge-failed {{ background: #cf222e; }}
-.badge-rolled_back {{ background: #8250df; }}
+.badge-rolled-back {{ background: #8250df; }}
 .badge-pending, .badge-skipped, .badge-cancelled, .badge-unknown {{ background: #6e7781; }}
 """
 
