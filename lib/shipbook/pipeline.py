@@ -20,16 +20,27 @@ from typing import Any
 
 import nbformat
 import papermill
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
 from shipbook import __version__, audit, engine, render
 from shipbook import result as phase_result
 from shipbook.config import Environment
-from shipbook.errors import FailedCheck, GateError, InputError, PhaseError, ShipbookError
+from shipbook.errors import EXIT_INFRA, FailedCheck, GateError, InputError, PhaseError, ShipbookError
 from shipbook.phases import NOTEBOOK_DIR, PHASES
 
 log = logging.getLogger(__name__)
+
+# Exceptions a notebook raises (by class name) that mean "bad input" (exit 2) or "infrastructure" (exit 3);
+# any other exception in a cell is the phase failing (exit 1).
+INPUT_ERRORS = frozenset({"InputError", "ConfigError"})
+INFRA_ERRORS = frozenset({"AwsError", "InfraError", "AuditError"})
+
+
+class PhaseInfraError(PhaseError):
+    """A phase could not run: AWS or another outside system failed in a cell, the kernel died, a cell timed out."""
+
+    exit_code = EXIT_INFRA
 
 
 class Progress:
@@ -90,6 +101,7 @@ class PhaseOutcome:
     error: str | None
     files: dict[str, str]
     cell: str = ""
+    infra: bool = False  # the phase could not run (AWS, kernel, timeout): exit 3, not 1
 
 
 class Runner:
@@ -132,6 +144,8 @@ class Runner:
         d = rec.data
         params = {"version": d["version"], "env": d["env"], "run_id": d["run_id"],
                   "previous_version": d["previous_version"], "dry_run": bool(d["parameters"].get("dry_run"))}
+        if d.get("commit"):  # one release commit for every phase of the run, wherever HEAD is when a phase runs
+            params["release_commit"] = d["commit"]
         extra = {**d.get("facts", {}), **d["parameters"]}  # what the operator asked for wins over facts
         params.update({k: v for k, v in extra.items() if k in declared and k not in params})
         return {k: v for k, v in params.items() if k in declared}
@@ -148,7 +162,14 @@ class Runner:
         os.chmod(work, 0o700)
         out_nb = work / entry["notebook"]
         error: str | None = None
+        infra = False
         cell_name = ""
+        started: list[int] = []  # the cell that started last: the one a timeout or a dead kernel stopped
+
+        def on_cell(name: str, index: int, total: int, description: str) -> None:
+            started[:] = [index - 1]
+            self.progress.cell(name, index, total, description)
+
         try:
             papermill.execute_notebook(
                 str(notebook), str(out_nb), parameters=self.parameters(rec, notebook),
@@ -156,15 +177,20 @@ class Runner:
                 execution_timeout=self.env.runner.cell_timeout, progress_bar=False,
                 kernel_env={**self.kernel_env, "SHIPBOOK_WORK_DIR": str(work)},
                 stdout_file=_LineForwarder(phase, self.progress, self.redactor.text),
-                on_cell=self.progress.cell, phase=phase, cwd=str(self.notebook_dir))
+                on_cell=on_cell, phase=phase, cwd=str(self.notebook_dir))
         except PapermillExecutionError as exc:
             error = f"{exc.ename}: {exc.evalue}"
+            infra = exc.ename in INFRA_ERRORS
         except DeadKernelError as exc:
-            error = f"the kernel died ({exc})"
-        except (TimeoutError, RuntimeError) as exc:  # nbclient's cell timeout / kernel start failures
-            error = f"{type(exc).__name__}: {exc}"
+            error, infra = f"the kernel died ({exc})", True
+        except CellTimeoutError:  # its message previews the cell over several lines: one line is enough
+            error, infra = f"CellTimeoutError: the cell did not finish within {self.env.runner.cell_timeout}s " \
+                "(runner.cell_timeout)", True
+        except (TimeoutError, RuntimeError) as exc:  # kernel start failures
+            error, infra = f"{type(exc).__name__}: {_first_line(str(exc))}", True
         try:
-            outcome = self._finish_phase(rec, entry, phase, work, out_nb, stem, error, cell_name)
+            outcome = self._finish_phase(rec, entry, phase, work, out_nb, stem, error, cell_name, infra,
+                                         started[0] if started else None)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self.progress.phase_end(phase, outcome.status, outcome.verdict, time.monotonic() - t0,
@@ -172,12 +198,13 @@ class Runner:
         return outcome
 
     def _finish_phase(self, rec: audit.RunRecord, entry: dict, phase: str, work: Path, out_nb: Path,
-                      stem: str, error: str | None, cell_name: str) -> PhaseOutcome:
+                      stem: str, error: str | None, cell_name: str, infra: bool = False,
+                      last_started: int | None = None) -> PhaseOutcome:
         files: dict[str, str] = {}
         if out_nb.is_file():
             nb = nbformat.read(str(out_nb), as_version=4)
             if error and not cell_name:
-                cell_name = _failed_cell(nb)
+                cell_name = _failed_cell(nb, last_started)
             target = rec.dir / out_nb.name
             self.redactor.write_notebook(target, nb)
             files[target.name] = audit.sha256_file(target)
@@ -205,7 +232,8 @@ class Runner:
         if res:
             rec.data.setdefault("facts", {}).update(res.facts)
         rec.save(self.redactor)
-        return PhaseOutcome(phase, status, verdict, blocking, entry["error"], files, cell_name)
+        return PhaseOutcome(phase, status, verdict, blocking, entry["error"], files, cell_name,
+                            infra=infra and status == "failed")
 
     # ------------------------------------------------------------------ the whole run
 
@@ -234,8 +262,10 @@ class Runner:
                 if outcome.status == "failed":
                     nb = rec.dir / rec.phase(phase)["notebook"]
                     ename, _, evalue = (outcome.error or "").partition(": ")
-                    if ename in ("InputError", "ConfigError"):  # bad input found by the notebook: exit 2
+                    if ename in INPUT_ERRORS:  # bad input found by the notebook: exit 2
                         failure = InputError(f"phase {phase}", evalue)
+                    elif outcome.infra:  # the phase could not run: exit 3
+                        failure = PhaseInfraError(phase, outcome.cell or "?", outcome.error or "failed", str(nb))
                     else:
                         failure = PhaseError(phase, outcome.cell or "?", outcome.error or "failed", str(nb))
                     break
@@ -307,11 +337,21 @@ class Runner:
         render.write_index(self.runs_root, self.redactor)
 
 
-def _failed_cell(nb: Any) -> str:
+def _failed_cell(nb: Any, last_started: int | None = None) -> str:
+    """The cell papermill marked failed; else (a timeout, a dead kernel: it marks that cell completed) the last
+    cell that started."""
     for i, cell in enumerate(nb.cells):
         if cell.get("metadata", {}).get("papermill", {}).get("status") in ("failed", "running"):
             return f"{cell.get('execution_count') or i} ({engine.describe(cell, i)})"
+    if last_started is not None and 0 <= last_started < len(nb.cells):
+        cell = nb.cells[last_started]
+        return f"{cell.get('execution_count') or last_started} ({engine.describe(cell, last_started)})"
     return "?"
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _detail(o: PhaseOutcome) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shipbook import audit, aws, gitinfo, lock, mirror, secretvalues, versions
 from shipbook.config import Environment
-from shipbook.errors import InputError
+from shipbook.errors import InputError, ShipbookError
 from shipbook.phases import NOTEBOOK_DIR, PHASES
 from shipbook.pipeline import Progress, Runner, RunOptions, available_phases
 from shipbook.redact import Redactor
@@ -42,13 +42,17 @@ def plan_phases(env: Environment, only: str | None, ctx: Context) -> list[str]:
 
 
 def _release_facts(env: Environment, version: str) -> tuple[str, str]:
-    """(previous_version, release commit) from the app repository's tags, when it is a git repo."""
+    """(previous_version, release commit) from the app repository's tags, when it is a git repo.
+
+    The commit (the version's tag when it exists, else HEAD now) is recorded once and handed to every
+    phase as `release_commit`: precheck checks it and deploy tags it, even if HEAD moves in between.
+    """
     repo = env.app.repo
     if not gitinfo.is_repo(repo):
         log.warning("app.repo %s is not a git repository: previous version and commit unknown", repo)
         return "", ""
     tags = gitinfo.tags(repo)
-    commit = gitinfo.rev_or_empty(repo, version) or gitinfo.rev_or_empty(repo, "HEAD")
+    commit = gitinfo.rev_or_empty(repo, f"refs/tags/{version}") or gitinfo.rev_or_empty(repo, "HEAD")
     return versions.previous_release(tags, version), commit
 
 
@@ -95,9 +99,27 @@ def run(env: Environment, opts: RunOptions, progress: Progress | None = None, ct
         if not todo:
             log.info("run %s has nothing left to run", rec.run_id)
             return rec
+        rec.data.pop("mirror", None)  # a resumed run tries the mirror again: the record keeps the latest attempt
         try:
             runner.run(rec, todo)
         finally:
             if env.runner.runs_url:
-                mirror.mirror_run(env, ctx.runs_root, rec.dir)
+                _mirror(env, ctx.runs_root, rec, redactor)
     return rec
+
+
+def _mirror(env: Environment, runs_root: Path, rec: audit.RunRecord, redactor: Redactor) -> None:
+    """Copy the sealed run to S3. A failed copy is a warning kept in run.json, never the run's outcome.
+
+    Why not raise: this runs while the run's real result (success, a gate, a failed phase) is on its
+    way out; an upload error must not replace it. The local trail is complete either way.
+    """
+    try:
+        mirror.mirror_run(env, runs_root, rec.dir)
+    except (ShipbookError, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        log.warning("mirror to %s failed, the run is kept locally only: %s", env.runner.runs_url, reason)
+        rec.data["mirror"] = {"url": env.runner.runs_url, "status": "failed", "error": reason,
+                              "at": audit.now_iso()}
+        rec.save(redactor)
+        rec.seal(runs_root)  # the record changed after its seal: seal it again, so `shipbook audit` verifies

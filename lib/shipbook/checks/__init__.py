@@ -163,15 +163,31 @@ class Release:
         return f"{path} @ {self.short} ({self.ref})"
 
 
-def release(env: Environment, version: str) -> Release:
-    """The release commit: the `version` tag when it exists (a re-run), else HEAD of the app repo."""
+def release(env: Environment, version: str, commit: str = "") -> Release:
+    """The release commit: the run's `commit` when given, else the `version` tag when it exists (a re-run),
+    else HEAD of the app repo.
+
+    Why the run's commit first: the runner records one commit when the run starts and hands it to every
+    phase, so precheck checks the commit deploy will tag even if HEAD has moved since. It must still be in
+    the repository, and a `version` tag that already exists must point at it.
+    """
     repo = env.app.repo
     if not gitinfo.is_repo(repo):
         raise InputError("app.repo", f"{repo} is not a git repository")
-    if version:
-        tagged = gitinfo.rev_or_empty(repo, f"refs/tags/{version}")
-        if tagged:
-            return Release(repo, version, tagged, f"tag {version}")
+    tagged = gitinfo.rev_or_empty(repo, f"refs/tags/{version}") if version else ""
+    if commit:
+        pinned = gitinfo.rev_or_empty(repo, commit)
+        if not pinned:
+            raise InputError("release_commit", f"the run's release commit {commit[:12]} is not in {repo} "
+                             "(history rewritten?): start a new run")
+        if tagged and tagged != pinned:
+            raise InputError("release_commit", f"tag {version} points at {tagged[:12]}, not at the run's release "
+                             f"commit {pinned[:12]}")
+        head = gitinfo.rev_or_empty(repo, "HEAD")
+        moved = "" if head == pinned else f"; HEAD has moved to {head[:12]}"
+        return Release(repo, version, pinned, (f"tag {version}" if tagged else "the run's release commit") + moved)
+    if tagged:
+        return Release(repo, version, tagged, f"tag {version}")
     head = gitinfo.rev(repo, "HEAD")
     why = f"tag {version} not created yet" if version else "no version given"
     return Release(repo, version, head, f"HEAD, {why}")

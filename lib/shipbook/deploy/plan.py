@@ -99,14 +99,26 @@ def github_target(env: Environment) -> str:
 
 def make_plan(env: Environment, vc: VersionCheck, release_commit: str = "", run_id: str = "",
               dry_run: bool = True) -> Plan:
-    """The plan for tagging `vc.version`. Reads only: git, the notes file, the remote's refs."""
+    """The plan for tagging `vc.version`. Reads only: git, the notes file, the remote's refs.
+
+    `release_commit` is the commit the run recorded when it started (the runner passes it to every
+    phase): the tag goes on it, not on whatever HEAD is now, so deploy tags the commit precheck checked.
+    """
     repo = env.app.repo
     problems: list[str] = []
     warnings: list[str] = []
     ref = release_commit or ("HEAD" if not vc.resumed else vc.version)
     commit = gitinfo.rev_or_empty(repo, ref)
-    if not commit:
+    if not commit and release_commit:
+        problems.append(f"the run's release commit {release_commit[:12]} is not in {repo} (history rewritten?): "
+                        "start a new run")
+    elif not commit:
         problems.append(f"release commit {ref!r} does not exist in {repo}")
+    elif release_commit and not vc.resumed:
+        head = gitinfo.rev_or_empty(repo, "HEAD")
+        if head != commit:
+            warnings.append(f"HEAD of {repo} has moved to {head[:12] or '(none)'} since the run recorded its release "
+                            f"commit: {vc.version} tags {commit[:12]} (the run's release commit), not HEAD")
     if vc.resumed and release_commit and commit != gitinfo.rev_or_empty(repo, vc.version):
         problems.append(f"{vc.version} already points at {gitinfo.rev_or_empty(repo, vc.version)[:12]}, "
                         f"not at the release commit {commit[:12]}")
