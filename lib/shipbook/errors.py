@@ -104,6 +104,12 @@ class PhaseError(ShipbookError):
         self.notebook = notebook
 
 
+class PhaseInfraError(PhaseError):
+    """A phase could not run: AWS or another outside system failed in a cell, the kernel died, a cell timed out."""
+
+    exit_code = EXIT_INFRA
+
+
 class AwsError(ShipbookError):
     """An AWS call failed. Raised only by shipbook.aws, translated from botocore."""
 

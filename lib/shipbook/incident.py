@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from shipbook import audit, aws, charts_font, gitinfo, i18n, secretvalues, versions
 from shipbook import result as phase_result
 from shipbook.config import Environment
-from shipbook.errors import InputError, PhaseError, ShipbookError
+from shipbook.errors import InputError, PhaseError, PhaseInfraError, ShipbookError
 from shipbook.phases import NOTEBOOK_DIR, STANDALONE
 from shipbook.redact import Redactor
 
@@ -772,7 +772,8 @@ def run_standalone(env: Environment, kind: str, incident_id: str, params: dict[s
     rec.save(redactor)
     ledger.append(rec.run_id, audit.sha256_file(rec.path))
     if outcome.status == "failed":
-        raise PhaseError(kind, outcome.cell or "?", outcome.error or "failed", str(run_dir / notebook))
+        error_class = PhaseInfraError if outcome.infra else PhaseError
+        raise error_class(kind, outcome.cell or "?", outcome.error or "failed", str(run_dir / notebook))
     return rec
 
 

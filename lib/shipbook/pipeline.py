@@ -26,7 +26,7 @@ from papermill.exceptions import PapermillExecutionError
 from shipbook import __version__, audit, engine, render
 from shipbook import result as phase_result
 from shipbook.config import Environment
-from shipbook.errors import EXIT_INFRA, FailedCheck, GateError, InputError, PhaseError, ShipbookError
+from shipbook.errors import FailedCheck, GateError, InputError, PhaseError, PhaseInfraError, ShipbookError
 from shipbook.phases import NOTEBOOK_DIR, PHASES
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,6 @@ log = logging.getLogger(__name__)
 # any other exception in a cell is the phase failing (exit 1).
 INPUT_ERRORS = frozenset({"InputError", "ConfigError"})
 INFRA_ERRORS = frozenset({"AwsError", "InfraError", "AuditError"})
-
-
-class PhaseInfraError(PhaseError):
-    """A phase could not run: AWS or another outside system failed in a cell, the kernel died, a cell timed out."""
-
-    exit_code = EXIT_INFRA
 
 
 class Progress:
@@ -212,7 +206,9 @@ class Runner:
             for path in render.render_notebook(nb, rec.dir, stem, self.redactor, title).values():
                 files[path.name] = audit.sha256_file(path)
         res = phase_result.read(work)
-        blocking = res.blocking if res else []
+        # what reaches the terminal and the exception text is masked like what reaches runs/
+        error = self.redactor.text(error) if error else error
+        blocking = self.redactor.json(res.blocking) if res else []
         verdict = res.verdict if res else None
         if blocking:
             status = "blocked"
