@@ -252,9 +252,6 @@ def test_converge_adds_prevention_items_to_the_ones_recorded(monkeypatch, runs):
 # ------------------------------------------------------------------ bugs found
 
 
-@pytest.mark.xfail(strict=True, reason="bug: incident.watched_alarms (lib/shipbook/incident.py:393) reads only the "
-                   "first page of DescribeAlarms (no NextToken loop, unlike verify/monitoring._all_alarms), so a "
-                   "watched alarm in ALARM on a later page is missed and convergence says all alarms are OK")
 def test_a_firing_alarm_on_a_later_page_of_describe_alarms_is_seen():
     topic = "arn:aws:sns:ap-northeast-1:123456789012:alarms"
     pages = {None: {"MetricAlarms": [{"AlarmName": f"quiet-{i}", "AlarmActions": [topic], "StateValue": "OK"}

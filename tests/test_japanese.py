@@ -52,7 +52,8 @@ def test_a_japanese_font_is_configured_with_every_glyph_of_the_reports():
     family = charts_font.setup()
     assert family, "no Japanese font: pip install japanize-matplotlib"
     assert "DejaVu Sans" in matplotlib.rcParams["font.family"]
-    labels = "".join(i18n.t(k, lang) for k in ("incident.chart_title", "pm.chart_title", "incident.error_rate")
+    labels = "".join(i18n.t(k, lang) for k in ("incident.chart_title", "pm.chart_title", "report.chart_title",
+                                                "incident.error_rate")
                      for lang in ("ja",)) + "".join(label for _k, label in i18n.status_labels("ja"))
     assert charts_font.missing_glyphs(labels) == ""
     assert charts_font.missing_glyphs(TITLE, "DejaVu Sans") == "".join(sorted(set(TITLE)))

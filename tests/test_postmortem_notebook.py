@@ -229,9 +229,6 @@ def test_the_impact_chart_marks_only_the_known_moments():
 # ------------------------------------------------------------------ bugs found
 
 
-@pytest.mark.xfail(strict=True, reason="bug: postmortem.alarm_events keeps only alarms that incident.watched_alarms "
-                   "finds, and that reads one page of DescribeAlarms (lib/shipbook/incident.py:393): the history of "
-                   "a watched alarm listed on a later page is dropped from the timeline")
 def test_the_history_of_a_watched_alarm_on_a_later_page_is_kept():
     topic = "arn:aws:sns:ap-northeast-1:123456789012:alarms"
     pages = {None: {"MetricAlarms": [{"AlarmName": f"quiet-{i}", "AlarmActions": [topic]} for i in range(100)],
@@ -244,9 +241,6 @@ def test_the_history_of_a_watched_alarm_on_a_later_page_is_kept():
     assert [e["event"] for e in events] == ["demo-5xx: OK → ALARM"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: postmortem.sections (lib/shipbook/postmortem.py:272-274) takes 検知 / "
-                   "Detection from the first '→ ALARM' of the whole window, even one before the suspected deploy, "
-                   "while key_moments (and time to detect) use the first alarm after the deploy")
 def test_detection_is_the_alarm_after_the_deploy_as_in_the_key_moments():
     rows = [(at(-30), "CloudWatch", "demo-latency: OK → ALARM"), (at(-28), "CloudWatch", "demo-latency: ALARM → OK"),
             (at(-10), "run v1.0.0 (r1)", "deploy started: v1.0.0"), (at(-7), "CloudWatch", "demo-5xx: OK → ALARM"),

@@ -278,3 +278,16 @@ def test_index_is_redacted(runs_root: Path) -> None:
     page = write_index(runs_root, Redactor(["tok-secret-1"])).read_text(encoding="utf-8")
     assert "hunter22" not in page and "tok-secret-1" not in page
     assert "connect failed: postgres://app:***@db/app" in page
+
+
+def test_the_page_language_is_the_runs_language(tmp_path: Path) -> None:
+    nb = new_notebook(cells=[new_markdown_cell("# 障害報告")])
+    nb.metadata["papermill"] = {"parameters": {"lang": "ja"}}
+    ja = render_notebook(nb, tmp_path / "ja", "p", Redactor([]), "t")
+    assert '<html lang="ja">' in ja["stakeholder"].read_text(encoding="utf-8")
+    nb.metadata["papermill"] = {"parameters": {"lang": "en"}}
+    en = render_notebook(nb, tmp_path / "en", "p", Redactor([]), "t")
+    assert '<html lang="en">' in en["full"].read_text(encoding="utf-8")
+    nb.metadata.pop("papermill")
+    default = render_notebook(nb, tmp_path / "d", "p", Redactor([]), "t", lang="ja")  # the environment's language
+    assert '<html lang="ja">' in default["full"].read_text(encoding="utf-8")

@@ -87,6 +87,7 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "incident.p95": ("p95 (ms)", "p95 (ms)"),
     "incident.p99": ("p99 (ms)", "p99 (ms)"),
     "incident.chart_title": ("障害の影響: エラー率と応答時間", "Impact: error rate and latency"),
+    "report.chart_title": ("リリース前後のエラー率と応答時間", "Error rate and latency around the release"),
     "incident.chart_live": ("現在のメトリクス", "Live metrics"),
     "incident.start_mark": ("発生", "start"),
     "incident.endpoint": ("エンドポイント", "endpoint"),

@@ -390,7 +390,7 @@ def audit_iso(t: datetime) -> str:
 def watched_alarms(env: Environment, cloudwatch: Any = None) -> list[dict[str, Any]]:
     """The metric alarms that notify the environment's alarm topic (all alarms when none is set)."""
     cw = cloudwatch or aws.client(env, "cloudwatch")
-    alarms = aws.call(cw, "describe_alarms", AlarmTypes=["MetricAlarm"]).get("MetricAlarms", [])
+    alarms = aws.collect(cw, "describe_alarms", "MetricAlarms", AlarmTypes=["MetricAlarm"])
     topic = env.stack.alarm_topic
     if not topic:
         return alarms

@@ -203,7 +203,8 @@ class Runner:
             self.redactor.write_notebook(target, nb)
             files[target.name] = audit.sha256_file(target)
             title = f"{rec.data['version']} {phase} — {rec.data['env']}"
-            for path in render.render_notebook(nb, rec.dir, stem, self.redactor, title).values():
+            lang = render.page_language(nb, self.env.lang or "en")
+            for path in render.render_notebook(nb, rec.dir, stem, self.redactor, title, lang).values():
                 files[path.name] = audit.sha256_file(path)
         res = phase_result.read(work)
         # what reaches the terminal and the exception text is masked like what reaches runs/

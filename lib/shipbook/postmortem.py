@@ -270,6 +270,10 @@ def sections(case: Case, moments: dict[str, datetime | None], tl: pd.DataFrame) 
     rb = moments.get("rollback")
     resolution = f"{t('pm.rollback')} → {case.inc.previous_version or '?'} @ {incident.fmt(rb)}" if rb else fill
     alarm_rows = tl[tl["event"].str.endswith("→ ALARM")]
+    if moments.get("alarm") is not None:  # the alarm the key moments name: the first after the deploy
+        alarm_rows = alarm_rows[alarm_rows["time"] >= moments["alarm"]]
+    elif moments.get("deploy_start") is not None:
+        alarm_rows = alarm_rows[alarm_rows["time"] >= moments["deploy_start"]]
     detection = (f"{alarm_rows['event'].iloc[0].split(':')[0]} @ {incident.fmt(alarm_rows['time'].iloc[0])}"
                  if len(alarm_rows) else fill)
     prevention = case.facts.get("prevention_items") or []

@@ -89,8 +89,19 @@ def get_exporter(view: str) -> HTMLExporter:
         return exporter
 
 
-def render_notebook(nb: NotebookNode, out_dir: Path, stem: str, redactor: Redactor, title: str) -> dict[str, Path]:
+def page_language(nb: NotebookNode, default: str = "en") -> str:
+    """The page's language: the run's `lang` parameter (papermill records it), else `default`."""
+    params = (nb.get("metadata", {}).get("papermill") or {}).get("parameters") or {}
+    lang = str(params.get("lang") or default)
+    return lang if lang in ("ja", "en") else default
+
+
+def render_notebook(nb: NotebookNode, out_dir: Path, stem: str, redactor: Redactor, title: str,
+                    lang: str = "") -> dict[str, Path]:
     """Write `<stem>.html` (full) and `<stem>.stakeholder.html` (no code) into `out_dir`.
+
+    `<html lang>` is the page's language (`lang`, else the run's `lang` parameter, else en): a
+    browser picks Japanese glyphs for a `ja` page, not the Chinese forms of the shared characters.
 
     The notebook is redacted before rendering and the HTML again after (nbconvert escapes
     and highlights, which can reassemble a secret in a new form). Returns {"full": path,
@@ -107,6 +118,7 @@ def render_notebook(nb: NotebookNode, out_dir: Path, stem: str, redactor: Redact
         resources = {"metadata": {"name": title}, "shipbook_css": css[view]}
         exporter = get_exporter(view)
         with _render_lock:
+            exporter.language_code = lang or page_language(clean)
             body, _ = exporter.from_notebook_node(clean, resources=resources)
         paths[view] = atomic_write_text(out_dir / names[view], redactor.text(body))
     return paths

@@ -343,7 +343,7 @@ def rollback_table(run: Run, lang: str = "ja") -> pd.DataFrame:
 def release_chart(env: Environment, run: Run, lang: str = "ja", after_minutes: float = 15) -> Figure:
     """5xx rate and latency around the deploy (10 minutes before it to now, or `after_minutes` after it)."""
     f = run.facts
-    title = f"{run.version} — {i18n.t('incident.chart_title', lang)}"
+    title = f"{run.version} — {i18n.t('report.chart_title', lang)}"
     if not f.get("deploy_started"):
         return incident.chart(pd.DataFrame(columns=incident.METRIC_COLUMNS), title, {}, lang)
     started = incident.parse_time(f["deploy_started"])

@@ -73,6 +73,18 @@ def call(cli: Any, operation: str, **params: Any) -> dict:
         raise AwsError(service, operation, type(exc).__name__, str(exc)[:300]) from exc
 
 
+def collect(cli: Any, operation: str, key: str, *, max_pages: int = 50, **params: Any) -> list[Any]:
+    """Every item under `key` of every page of `operation` (NextToken paging, at most `max_pages` calls)."""
+    out: list[Any] = []
+    for _ in range(max_pages):
+        page = call(cli, operation, **params)
+        out += page.get(key, [])
+        if not page.get("NextToken"):
+            break
+        params["NextToken"] = page["NextToken"]
+    return out
+
+
 def _check_account(env: Environment, account: str) -> None:
     """Refuse credentials of the wrong account: the sandbox's must be the emulator's, others `aws.account_id`."""
     source = env.source or env.name

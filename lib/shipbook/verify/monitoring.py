@@ -33,15 +33,7 @@ UNCONFIRMED = ("PendingConfirmation", "Deleted", "")
 
 
 def _all_alarms(cloudwatch: Any) -> list[dict]:
-    out: list[dict] = []
-    params: dict[str, Any] = {"AlarmTypes": ["MetricAlarm"]}
-    for _ in range(50):
-        page = aws.call(cloudwatch, "describe_alarms", **params)
-        out += page.get("MetricAlarms", [])
-        if not page.get("NextToken"):
-            break
-        params["NextToken"] = page["NextToken"]
-    return out
+    return aws.collect(cloudwatch, "describe_alarms", "MetricAlarms", AlarmTypes=["MetricAlarm"])
 
 
 def _autoscaling_owned(alarm: dict) -> bool:
