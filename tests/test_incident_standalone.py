@@ -77,7 +77,8 @@ def test_an_incident_its_re_run_and_its_postmortem_live_in_the_incident_dir(make
                                      "lang": "ja", "prevention": "", "dry_run": True}
     (entry,) = data["phases"]
     assert (entry["name"], entry["status"], entry["verdict"]) == ("incident", "succeeded", "pass")
-    assert set(entry["files"]) == {"incident.ipynb", "incident.html", "incident.stakeholder.html"}
+    assert set(entry["files"]) == {"incident.ipynb", "incident.html", "incident.stakeholder.html",
+                                   "incident.result.json"}
     assert "障害対応 (fixture)".encode() in (rec.dir / "incident.stakeholder.html").read_bytes()
     ledger = audit.Ledger(runs / env.name / "incidents")
     assert [json.loads(line)["record_sha256"] for line in ledger.lines()] == [audit.sha256_file(rec.path)]
@@ -97,7 +98,8 @@ def test_an_incident_its_re_run_and_its_postmortem_live_in_the_incident_dir(make
     assert [p["name"] for p in pm.data["phases"]] == ["incident", "postmortem-en"]
     written = pm.data["phases"][1]
     assert written["notebook"] == "postmortem.en.ipynb" and written["status"] == "succeeded"
-    assert set(written["files"]) == {"postmortem.en.ipynb", "postmortem.en.html", "postmortem.en.stakeholder.html"}
+    assert set(written["files"]) == {"postmortem.en.ipynb", "postmortem.en.html",
+                                     "postmortem.en.stakeholder.html", "postmortem.en.result.json"}
     assert pm.data["facts"]["postmortem_lang"] == "en" and pm.data["status"] == "open"
     assert not (nbdir / "postmortem.en.ipynb").exists()  # the copy lived in a temp dir
     assert len(ledger.lines()) == 3 and audit.verify(runs, env.name) == []

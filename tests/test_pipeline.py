@@ -59,7 +59,7 @@ def test_success_runs_every_phase_hands_facts_on_and_records_hashes(make_env, no
     assert "snapshot pre-deploy-v1-0-0" in out
     for p in rec.data["phases"]:
         stem = p["notebook"][:-6]
-        assert set(p["files"]) == {p["notebook"], f"{stem}.html", f"{stem}.stakeholder.html"}
+        assert set(p["files"]) == {p["notebook"], f"{stem}.html", f"{stem}.stakeholder.html", f"{stem}.result.json"}
         for fname, digest in p["files"].items():
             assert audit.sha256_file(rec.dir / fname) == digest
     assert rec.data["operator"]["aws_arn"].startswith("arn:aws:")
@@ -176,6 +176,8 @@ def test_planted_secrets_appear_nowhere_on_disk(make_env, notebook_dir, ctx, mon
     assert hits == []
     nb_text = next(ctx.runs_root.rglob("01_precheck.ipynb")).read_text()
     assert "***" in nb_text and "stdout:" in nb_text
+    kept = json.loads(next(ctx.runs_root.rglob("01_precheck.result.json")).read_text())  # the verdict, kept
+    assert kept["checks"][0]["summary"] == "value ***"
     printed = [e[2] for e in progress.events if e[0] == "output"]  # what the terminal showed while it ran
     assert any(line.startswith("stdout:") and "***" in line for line in printed), printed
     assert not any(secret in line for line in printed)

@@ -8,6 +8,7 @@ JSON result the notebook reported through `shipbook.result`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from shipbook import result as phase_result
 from shipbook.config import Environment
 from shipbook.errors import FailedCheck, GateError, InputError, PhaseError, PhaseInfraError, ShipbookError
 from shipbook.phases import NOTEBOOK_DIR, PHASES
+from shipbook.redact import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,15 @@ class Runner:
             for path in render.render_notebook(nb, rec.dir, stem, self.redactor, title, lang).values():
                 files[path.name] = audit.sha256_file(path)
         res = phase_result.read(work)
+        raw = work / phase_result.RESULT_FILE
+        if raw.is_file():  # the verdict as the notebook reported it, kept beside the notebook (redacted, hashed)
+            kept = rec.dir / f"{stem}.result.json"
+            try:
+                data = self.redactor.json(json.loads(raw.read_text(encoding="utf-8")))
+                atomic_write_text(kept, json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True))
+                files[kept.name] = audit.sha256_file(kept)
+            except ValueError as exc:
+                log.warning("%s: unreadable result (%s); not kept", raw, exc)
         # what reaches the terminal and the exception text is masked like what reaches runs/
         error = self.redactor.text(error) if error else error
         blocking = self.redactor.json(res.blocking) if res else []
