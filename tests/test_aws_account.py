@@ -90,3 +90,20 @@ def test_shipbook_unlock_in_another_account_leaves_the_lock_alone(make_env, monk
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and f"the sandbox refuses account {OTHER}" in lines[0]
     assert ddb.get_item(TableName=env.lock.table, Key={"env": {"S": env.name}}).get("Item") == item
+
+
+@pytest.mark.parametrize(("answer", "code", "kept"), [("n\n", 2, True), ("\n", 2, True), ("y\n", 0, False)])
+def test_shipbook_unlock_asks_and_keeps_the_lock_unless_confirmed(make_env, moto_url, tmp_path, answer, code, kept):
+    env = make_env()
+    ddb = aws_client(moto_url, "dynamodb")
+    item = {"env": {"S": env.name}, "owner": {"S": "alice"}, "run_id": {"S": "r1"}, "expires": {"N": "4102444800"}}
+    ddb.put_item(TableName=env.lock.table, Item=item)
+    child = {**os.environ, "SHIPBOOK_ENV_DIR": str(tmp_path / "environments")}
+    out = subprocess.run([sys.executable, "-m", "shipbook", "unlock", "--env", env.name], cwd=ROOT, env=child,
+                         input=answer, capture_output=True, text=True, timeout=120)
+    assert out.returncode == code, out.stderr
+    assert "locked by alice (run r1). Remove the lock? [y/N]" in out.stdout
+    still = ddb.get_item(TableName=env.lock.table, Key={"env": {"S": env.name}}).get("Item")
+    assert (still == item) if kept else (still is None)
+    if kept:
+        assert out.stderr.strip() == "shipbook: error: unlock: not confirmed; the lock is kept"
