@@ -72,7 +72,9 @@ def test_get_metric_data_is_shaped_into_rates_and_milliseconds():
                     {"Name": "TargetGroup", "Value": "targetgroup/tg/abc"}]
     assert list(df["error_rate"]) == [5.0, 0.0]
     assert df["p99"].iloc[0] == 200.0 and df["p99"].isna().iloc[1]
-    assert incident.auto_period(env(), T0, T0 + timedelta(hours=1)) == 20
+    one_second = config.VerifySection(period=1)  # the twin publishes 1 s datapoints: a 10 s floor
+    assert incident.auto_period(env(verify=one_second), T0, T0 + timedelta(hours=1)) == 20
+    assert incident.auto_period(env(), T0, T0 + timedelta(hours=1)) == 60  # AWS's standard 60 s metrics
 
 
 def test_log_lines_are_parsed_and_endpoints_counted_once_per_failure():

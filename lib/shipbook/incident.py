@@ -165,8 +165,9 @@ def alb_dimensions(env: Environment, elbv2: Any = None) -> list[dict[str, str]]:
 
 
 def auto_period(env: Environment, start: datetime, end: datetime, points: int = 240) -> int:
-    """A period that keeps a chart readable: the twin's 10 s floor, AWS's 60 s for standard metrics."""
-    floor = 10 if env.is_sandbox else 60
+    """A period that keeps a chart readable: at least the metrics' own period (`[verify] period`: AWS's 60 s
+    standard metrics, the twin's 1 s) and never under 10 s."""
+    floor = max(int(env.verify.period), 10)
     span = max((end - start).total_seconds(), floor)
     step = max(floor, int(span // points))
     return int(-(-step // floor) * floor)
