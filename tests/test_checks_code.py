@@ -385,13 +385,17 @@ def test_shared_sends_the_summary_with_the_report_locations(moto_url, tmp_path):
     assert body["Subject"] == "[shipbook] precheck v1.2.0 on prod: 1 fail, 0 warn"
     assert "run: RUN1" in body["Message"] and "[fail] code.review: x" in body["Message"]
     assert body["Message"].index("[pass] code.tests") < body["Message"].index("[fail] code.review")
-    assert "report mirror: s3://runs/pre/prod/v1.2.0/RUN1/01_precheck.stakeholder.html" in body["Message"]
+    assert "report mirror (uploaded when the run ends): s3://runs/pre/prod/v1.2.0/RUN1/01_precheck.stakeholder.html" \
+        in body["Message"]
+    assert "blocking: code.review" in body["Message"]
+    assert res.summary.startswith("summary sent to SNS topic team-alarms (1 confirmed subscriber(s)); report will be")
+    assert res.details[-1]["where"] == topic and res.details[-1]["detail"].startswith("MessageId ")
 
 
-def test_shared_without_a_topic_is_manual_and_an_unknown_topic_fails(moto_url, tmp_path):
+def test_shared_without_a_destination_warns_and_an_unknown_topic_fails(moto_url, tmp_path):
     release = checks.Release(str(tmp_path), "v1.2.0", "c" * 40, "HEAD")
     none = Environment(name="t", kind="sandbox", aws=AwsSection(endpoint_url=moto_url))
-    assert code.shared(none, release, [], run_id="R").verdict == "manual"
+    assert code.shared(none, release, [], run_id="R").verdict == "warn"
     interactive = code.shared(none, release, [], run_id="")
     assert interactive.verdict == "warn" and "nothing is sent" in interactive.summary
     unknown = Environment(name="t", kind="sandbox", aws=AwsSection(endpoint_url=moto_url),

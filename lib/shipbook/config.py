@@ -167,6 +167,10 @@ class PrecheckSection:
                                         "db tcp/5432 app")
     deploy_role: str = "{stack}-deploy"  # iam.ecr_push: role name or ARN; {stack} = stack.name
     health_check: HealthCheckSection = field(default_factory=HealthCheckSection)  # infra.alb
+    # code.shared: where the pre-check summary goes. The topic is an SNS name or ARN ("" = stack.alarm_topic);
+    # the webhook (Slack-compatible JSON POST) is a secret, so by reference only and never printed.
+    share_topic: str = ""
+    share_webhook: SecretRef | None = None
 
 
 @dataclass(frozen=True)
@@ -279,6 +283,7 @@ INGRESS_ROLES = ("alb", "app", "db")
 _INGRESS_PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "-1")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MATCHER = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+_SNS_TOPIC = re.compile(r"(arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:)?[A-Za-z0-9_-]{1,256}(\.fifo)?")
 
 
 def parse_ingress(text: str) -> tuple[str, str, int | str, int | str, str]:
@@ -548,6 +553,9 @@ def _validate_precheck_expectations(pc: PrecheckSection, fname: str) -> None:
         raise ConfigError(fname, "precheck.deploy_role", f"bad placeholder: {exc}") from exc
     if unknown:
         raise ConfigError(fname, "precheck.deploy_role", f"unknown placeholder {{{unknown[0]}}} (known: {{stack}})")
+    if pc.share_topic and not _SNS_TOPIC.fullmatch(pc.share_topic):
+        raise ConfigError(fname, "precheck.share_topic",
+                          f"expected an SNS topic name or arn:aws:sns:REGION:ACCOUNT:NAME, got {pc.share_topic!r}")
     hc = pc.health_check
     if hc.matcher and not _MATCHER.fullmatch(hc.matcher.replace(" ", "")):
         raise ConfigError(fname, "precheck.health_check.matcher",

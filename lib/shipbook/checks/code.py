@@ -11,23 +11,28 @@ has that section the defaults apply: bandit HIGH blocks, any ruff finding blocks
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipbook import audit, aws, gitinfo, mirror
+from shipbook import audit, aws, gitinfo, mirror, secretvalues
 from shipbook import notes as notes_draft
 from shipbook.checks import SECTION_1, CheckResult, Release, check, worst
 from shipbook.checks.worktree import Previous, Ran, app_python, checkout, command, previous, run
-from shipbook.config import Environment
+from shipbook.config import Environment, SecretRef
 from shipbook.deploy import notes as deploy_notes
-from shipbook.errors import InfraError, InputError
+from shipbook.errors import InfraError, InputError, ShipbookError
 from shipbook.github import GitHub
 
 log = logging.getLogger(__name__)
@@ -511,16 +516,9 @@ def _not_mentioned(release: Release, prev: Previous, body: str) -> list[notes_dr
 
 # --------------------------------------------------------------------------- code.shared
 
-
-@dataclass
-class Publication:
-    """Where the pre-check report will be and where its summary was sent."""
-
-    report: str
-    mirror: str
-    topic: str
-    message_id: str = ""
-    subscriptions: list[str] = field(default_factory=list)
+WEBHOOK_TIMEOUT = 10.0  # seconds per attempt
+WEBHOOK_ATTEMPTS = 2  # one retry, for a timeout, a refused connection, 429 or 5xx
+WEBHOOK_RETRY_DELAY = 2.0
 
 
 def report_locations(env: Environment, version: str, run_id: str, runs_root: Path | None = None) -> tuple[str, str]:
@@ -537,27 +535,42 @@ def report_locations(env: Environment, version: str, run_id: str, runs_root: Pat
 
 def summary_message(env: Environment, release: Release, results: Iterable[Any], run_id: str, report: str,
                     mirror_url: str, dry_run: bool) -> tuple[str, str]:
-    """(subject, message) of the notification: counts, every check's line, and where the report is."""
+    """(subject, message) of the notification: counts, what blocks, every check's line, and where the report
+    will be (the runner writes it when the phase ends and mirrors it when the run ends: not there yet)."""
     order = {row.id: i for i, row in enumerate(SECTION_1)}
     rows = sorted((r for r in results if getattr(r, "id", "") != SHARED), key=lambda r: order.get(r.id, len(order)))
     counts = Counter(r.verdict for r in rows)
     tally = ", ".join(f"{counts[v]} {v}" for v in ("fail", "manual", "warn", "pass", "skip") if counts[v])
     subject = f"[shipbook] precheck {release.version or release.short} on {env.name}: " + \
         f"{counts['fail']} fail, {counts['warn']} warn" + (" (dry run)" if dry_run else "")
+    blocking = [r.id for r in rows if r.verdict == "fail"]
+    signoff = [r.id for r in rows if r.verdict == "manual"]
     lines = [f"shipbook pre-release check of {release.version or '(no version)'} for {env.name}"
              + (" (dry run)" if dry_run else ""),
              f"run: {run_id}",
              f"commit: {release.short} ({release.ref})",
-             f"verdicts: {tally}",
-             f"report (written when the phase ends): {report}"]
+             f"verdicts: {tally or 'none yet'}",
+             f"blocking: {', '.join(blocking) or 'nothing'}"]
+    if signoff:
+        lines.append(f"needs a sign-off: {', '.join(signoff)}")
+    lines.append(f"report (written when the phase ends): {report}")
     if mirror_url:
-        lines.append(f"report mirror: {mirror_url}")
+        lines.append(f"report mirror (uploaded when the run ends): {mirror_url}")
     lines.append("")
     lines += [f"[{r.verdict}] {r.id}: {r.summary}" for r in rows]
     return subject.encode("ascii", "replace").decode()[:99], "\n".join(lines)
 
 
-def topic_arn(sns: Any, topic: str) -> str:
+def share_topic(env: Environment) -> tuple[str, str]:
+    """(topic, the key it came from): `precheck.share_topic`, else the alarm topic as before that key existed."""
+    if env.precheck.share_topic:
+        return env.precheck.share_topic, "precheck.share_topic"
+    if env.stack.alarm_topic:
+        return env.stack.alarm_topic, "stack.alarm_topic"
+    return "", ""
+
+
+def topic_arn(sns: Any, topic: str, key: str = "precheck.share_topic") -> str:
     """The topic's ARN: as given, or found by name among the account's topics."""
     if topic.startswith("arn:"):
         return topic
@@ -570,49 +583,197 @@ def topic_arn(sns: Any, topic: str) -> str:
         next_page = page.get("NextToken") or ""
         if not next_page:
             break
-    raise InputError("stack.alarm_topic", f"SNS topic {topic!r} does not exist")
+    raise InputError(key, f"SNS topic {topic!r} does not exist")
+
+
+@dataclass
+class Delivery:
+    """What a webhook POST came to: the last HTTP status (0: no answer), the attempts, why it failed."""
+
+    status: int = 0
+    attempts: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer to report, not to follow (it would re-send the summary elsewhere)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def webhook_host(env: Environment, url: str) -> str:
+    """`scheme://host[:port]` of the webhook, after checking it may be used; InputError never shows the URL.
+
+    Same rails as the environment's endpoints: the sandbox only talks to loopback, anything else only to
+    a non-loopback https URL.
+    """
+    key = "precheck.share_webhook"
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(key, "the referenced value is not an http(s) URL")
+    host = parts.hostname
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if env.is_sandbox and not loopback:
+        raise InputError(key, f"the sandbox only talks to loopback, not to {host}")
+    if not env.is_sandbox and (loopback or parts.scheme != "https"):
+        raise InputError(key, f"a non-sandbox environment needs an https URL that is not loopback (got "
+                         f"{parts.scheme}://{host})")
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def post_webhook(url: str, text: str, *, timeout: float = WEBHOOK_TIMEOUT, attempts: int = WEBHOOK_ATTEMPTS,
+                 sleep: Callable[[float], None] = time.sleep) -> Delivery:
+    """POST `{"text": text}` (Slack-compatible) to `url`; retried once on no answer, 429 or 5xx.
+
+    urllib rather than requests: urllib3 logs request paths at DEBUG, and a webhook's path is its secret.
+    Nothing returned (status, error) contains the URL.
+    """
+    body = json.dumps({"text": text}).encode()
+    opener = urllib.request.build_opener(_NoRedirect)
+    out = Delivery()
+    for attempt in range(1, max(1, attempts) + 1):
+        out.attempts = attempt
+        request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 (scheme checked by webhook_host)
+                                         headers={"Content-Type": "application/json", "User-Agent": "shipbook"})
+        try:
+            with opener.open(request, timeout=timeout) as resp:
+                out.status, out.error = resp.status, ""
+                return out
+        except urllib.error.HTTPError as exc:
+            answer = exc.read(200).decode("utf-8", "replace").strip()
+            exc.close()
+            out.status, out.error = exc.code, _scrub(f"HTTP {exc.code}" + (f": {answer}" if answer else ""), url)
+            if exc.code != 429 and exc.code < 500:
+                return out
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            out.status, out.error = 0, _scrub(f"no answer: {type(reason).__name__}: {reason}", url)
+        if attempt < attempts:
+            log.info("webhook attempt %d failed (%s); retrying", attempt, out.error)
+            sleep(WEBHOOK_RETRY_DELAY)
+    return out
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` without the URL or its path (a webhook's secret part), in case an answer echoes them."""
+    path = urllib.parse.urlsplit(url).path
+    for secret in (url, url.strip(), path if len(path) > 1 else ""):
+        if secret:
+            text = text.replace(secret, "[webhook]")
+    return text[:200]
 
 
 @check(SHARED)
 def shared(env: Environment, release: Release, results: Iterable[Any], *, run_id: str = "", dry_run: bool = False,
-           sns: Any = None, runs_root: Path | None = None) -> CheckResult:
-    """Send the pre-check summary to the team's SNS topic, naming where the report is published.
+           sns: Any = None, runs_root: Path | None = None, sleep: Callable[[float], None] = time.sleep) -> CheckResult:
+    """Send the pre-check summary to the configured SNS topic and/or webhook, naming where the report will be.
 
-    Only from a recorded run (`run_id` set by the runner): an interactive session writes no report,
-    and re-running a cell in JupyterLab must not notify the team again.
+    "Will be": this check runs inside the phase, so the report (rendered when the phase ends) and its S3
+    mirror (uploaded when the run ends) do not exist yet; the result says where they are going, not that
+    they are there. Only from a recorded run (`run_id` set by the runner): an interactive session writes no
+    report, and re-running a cell in JupyterLab must not notify the team again.
     """
     if not run_id:
         return CheckResult(SHARED, "warn", "not a recorded run (no run_id): no report is published and nothing "
                            "is sent; `shipbook precheck VERSION` does both", evidence="run_id parameter")
+    results = list(results)
     report, mirror_url = report_locations(env, release.version, run_id, runs_root)
-    topic = env.stack.alarm_topic
     rows: list[dict] = [{"what": "report (stakeholder HTML)", "where": report,
-                         "detail": "rendered by the runner when this phase ends", "verdict": "pass"}]
+                         "detail": "will be written by the runner when this phase ends", "verdict": "pass"}]
     if mirror_url:
-        rows.append({"what": "report mirror", "where": mirror_url, "detail": "uploaded when the run ends",
-                     "verdict": "pass"})
-    if not topic:
-        rows.append({"what": "notification", "where": "none configured", "detail": "stack.alarm_topic is empty",
-                     "verdict": "manual"})
-        return CheckResult(SHARED, "manual", "no notification topic configured: share the report by hand, then "
-                           "sign off", rows, evidence="stack.alarm_topic")
-    sns = sns if sns is not None else aws.client(env, "sns")
-    arn = topic_arn(sns, topic)
+        rows.append({"what": "report mirror", "where": mirror_url,
+                     "detail": "will be uploaded by the runner when the run ends (runner.runs_url)", "verdict": "pass"})
+    else:
+        rows.append({"what": "report mirror", "where": "none", "verdict": "pass",
+                     "detail": "runner.runs_url is empty: the report stays on the machine that ran the release"})
+    topic, topic_key = share_topic(env)
+    webhook = env.precheck.share_webhook
+    report_at = f"{mirror_url} (uploaded when the run ends)" if mirror_url else \
+        f"{report} (written when this phase ends; not mirrored)"
+    if not topic and webhook is None:
+        rows.append({"what": "summary", "where": "none configured", "verdict": "warn",
+                     "detail": "precheck.share_topic, precheck.share_webhook and stack.alarm_topic are all empty"})
+        if mirror_url:
+            summary = (f"the report will be mirrored to {mirror_url} when the run ends, but nobody is told: no "
+                       "precheck.share_topic / share_webhook (or stack.alarm_topic) configured; tell the team by hand")
+        else:
+            summary = (f"nothing is shared: no report mirror (runner.runs_url) and no summary destination "
+                       f"(precheck.share_topic / share_webhook, stack.alarm_topic); the report will only be at "
+                       f"{report} on this machine: share it by hand")
+        return CheckResult(SHARED, "warn", summary, rows,
+                           evidence="runner.runs_url, precheck.share_topic, precheck.share_webhook, stack.alarm_topic")
     subject, message = summary_message(env, release, results, run_id, report, mirror_url, dry_run)
-    sent = aws.call(sns, "publish", TopicArn=arn, Subject=subject, Message=message)
-    subs = _subscriptions(sns, arn)
+    sent, problems, evidence = [], [], []
+    if topic:
+        row, line, note = _share_sns(env, sns, topic, topic_key, subject, message)
+        rows.append(row)
+        (sent if row["verdict"] in ("pass", "warn") else problems).append(line)
+        if row["verdict"] == "warn":
+            problems.append(note)
+        evidence.append(f"SNS Publish to {row['where']} ({topic_key}; subject: {subject}); ListSubscriptionsByTopic")
+    if webhook is not None:
+        row, line = _share_webhook(env, webhook, subject, message, sleep)
+        rows.append(row)
+        (sent if row["verdict"] == "pass" else problems).append(line)
+        evidence.append(f"webhook POST (JSON {{\"text\": …}}, {WEBHOOK_TIMEOUT:.0f}s timeout, one retry) to "
+                        f"{row['where'].removeprefix('webhook ')} from precheck.share_webhook ({webhook.describe()}); "
+                        "its path is a secret and never shown")
+    summary = ("summary sent to " + " and ".join(sent) if sent else "summary not sent") + \
+        "".join(f"; {p}" for p in problems) + f"; report will be at {report_at}"
+    return CheckResult(SHARED, worst(r["verdict"] for r in rows), summary, rows, evidence="; ".join(evidence))
+
+
+def _share_sns(env: Environment, sns: Any, topic: str, key: str, subject: str,
+               message: str) -> tuple[dict, str, str]:
+    """(row, summary part, warning): publish to the topic and count who will receive it."""
+    try:
+        sns = sns if sns is not None else aws.client(env, "sns")
+        arn = topic_arn(sns, topic, key)
+        sent = aws.call(sns, "publish", TopicArn=arn, Subject=subject, Message=message)
+        subs = _subscriptions(sns, arn)
+    except ShipbookError as exc:
+        return ({"what": "summary (SNS)", "where": topic, "detail": str(exc), "verdict": "fail"},
+                f"SNS topic {topic} could not be used: {exc}", "")
     confirmed = [s for s in subs if not s.get("SubscriptionArn", "").startswith("Pending")]
     receivers = ", ".join(f"{s.get('Protocol')}:{s.get('Endpoint')}" for s in confirmed) or "nobody"
-    rows.append({"what": "notification (SNS)", "where": arn, "detail": f"message {sent.get('MessageId')}; "
-                 f"{len(confirmed)} confirmed subscription(s): {receivers}",
-                 "verdict": "pass" if confirmed else "warn"})
-    verdict = worst(r["verdict"] for r in rows)
-    summary = f"summary sent to {arn.rsplit(':', 1)[-1]} ({len(confirmed)} confirmed subscriber(s)); report: " + \
-        (mirror_url or report)
-    if not confirmed:
-        summary += "; nobody is subscribed to the topic"
-    return CheckResult(SHARED, verdict, summary, rows,
-                       evidence=f"SNS Publish to {arn} (subject: {subject}); ListSubscriptionsByTopic")
+    row = {"what": "summary (SNS)", "where": arn, "detail": f"MessageId {sent.get('MessageId')}; "
+           f"{len(confirmed)} confirmed subscription(s): {receivers}", "verdict": "pass" if confirmed else "warn"}
+    name = arn.rsplit(":", 1)[-1]
+    return row, f"SNS topic {name} ({len(confirmed)} confirmed subscriber(s))", \
+        "" if confirmed else f"nobody is subscribed to {name}"
+
+
+def _share_webhook(env: Environment, ref: SecretRef, subject: str, message: str,
+                   sleep: Callable[[float], None]) -> tuple[dict, str]:
+    """(row, summary part): POST the summary to the webhook. Only its scheme and host are ever shown."""
+    row = {"what": "summary (webhook)", "where": "webhook", "detail": "", "verdict": "fail"}
+    try:
+        url = secretvalues.read(env, ref)
+        if not url.strip():
+            raise InputError("precheck.share_webhook", f"{ref.describe()} is empty or not set")
+        host = webhook_host(env, url)
+    except ShipbookError as exc:
+        row["detail"] = str(exc)
+        return row, f"the webhook could not be used: {exc}"
+    row["where"] = f"webhook {host}"
+    got = post_webhook(url.strip(), f"{subject}\n{message}", sleep=sleep)
+    tries = f"{got.attempts} attempt(s)"
+    if got.ok:
+        row.update(detail=f"HTTP {got.status} after {tries}", verdict="pass")
+        return row, f"webhook {host} (HTTP {got.status})"
+    # no answer, 429 or 5xx after the retry: the channel is down, not misconfigured; a person may share by hand
+    transient = got.status == 0 or got.status == 429 or got.status >= 500
+    row.update(detail=f"not delivered after {tries}: {got.error}", verdict="manual" if transient else "fail")
+    hint = ": share the report by hand, then sign off" if transient else ": fix precheck.share_webhook"
+    return row, f"webhook {host} did not take the summary ({got.error}){hint}"
 
 
 def _subscriptions(sns: Any, arn: str) -> list[dict]:
