@@ -8,24 +8,23 @@ The twin prepares v1.0.0 (its history ends in the v1.0.0 release commit, v0.9.0 
 later release is prepared the way the release manager does it, with git and the shipbook CLI on
 the app's working copy: a small change merged through an approved pull request, then a release
 pull request whose notes section `shipbook notes VERSION` drafted (the draft marker deleted, as
-the draft asks), and `main` pushed. The GitHub twin has no API to open, review or merge a pull
-request: the two pull requests are recorded in its metadata file (`<origin>/github.json`, the
-records the twin's history builder writes and the twin re-reads when it changes), as GitHub
-would record the merges.
+the draft asks). Each pull request goes through the GitHub twin's REST API as on GitHub: the
+branch pushed to origin, the pull request opened by its author, approved by a reviewer and merged
+by them (the twin makes the merge commit on `main` in origin), then `git pull` in the working copy.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
 import pytest
+import requests
 from shipbook import audit
+from shipbook.sandbox.repo_builder import PEOPLE
 from test_release import remote_tags, served_version
 
 pytestmark = pytest.mark.rehearsal
@@ -33,64 +32,53 @@ pytestmark = pytest.mark.rehearsal
 PREVIOUS = "v0.9.0"
 VERSIONS = ("v1.0.0", "v1.0.1", "v1.0.2", "v1.0.3", "v1.0.4")
 RELEASE_TIMEOUT = 900  # one release: precheck, backup, deploy, verify (a 120 s canary window), report
-ORG = "example"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+REPOSITORY = "example/demo-app"
 
 
 class AppRepo:
-    """The app's working copy and its GitHub twin metadata, as the release manager works with them."""
+    """The app's working copy and the GitHub twin's REST API, as the release manager works with them."""
 
     def __init__(self, twin) -> None:
         self.twin = twin
         self.work = Path(twin.url("app_repo"))
-        self.meta_path = Path(twin.url("git_remote")) / "github.json"
+        self.api = f"{twin.url('github_url')}/repos/{REPOSITORY}"
 
-    def meta(self) -> dict:
-        return json.loads(self.meta_path.read_text(encoding="utf-8"))
+    def github(self, method: str, path: str, body: dict, who: str) -> dict:
+        """A REST call as `who` (the twin takes the token as the login)."""
+        response = requests.request(method, self.api + path, json=body, timeout=30,
+                                    headers={"Authorization": f"token {who}", "Accept": "application/vnd.github+json"})
+        assert response.ok, f"{method} {path} as {who}: {response.status_code} {response.text}"
+        return response.json()
 
     def git(self, *args: str, who: str = "") -> str:
         env = dict(self.twin.env_vars)
         if who:
-            person = self.meta()["people"][who]
+            name, email = PEOPLE[who]
             for role in ("AUTHOR", "COMMITTER"):
-                env[f"GIT_{role}_NAME"], env[f"GIT_{role}_EMAIL"] = person["name"], person["email"]
+                env[f"GIT_{role}_NAME"], env[f"GIT_{role}_EMAIL"] = name, email
         out = subprocess.run(["git", "-C", str(self.work), *args], env=env, capture_output=True, text=True,
                              timeout=120)
         assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
         return out.stdout.strip()
 
     def pull_request(self, title: str, author: str, reviewer: str, branch: str, edit) -> int:
-        """Branch off main, `edit(work)` → paths to commit, commit as `author`, merge as `reviewer` after
-        their approval, push main; record the pull request on the GitHub twin. Returns its number."""
-        meta = self.meta()
-        number = max((p["number"] for p in meta["pulls"]), default=0) + 1
-        opened = _now()
-        base = self.git("rev-parse", "main")
-        self.git("checkout", "-q", "-b", branch)
+        """Branch off main, `edit(work)` → paths to commit, commit as `author` and push the branch; open the
+        pull request as `author`, approve and merge it as `reviewer` on the GitHub twin; pull main. Returns
+        its number."""
+        self.git("checkout", "-q", "-b", branch, "main")
         self.git("add", "--", *edit(self.work))
         self.git("commit", "-q", "-m", title, who=author)
         head = self.git("rev-parse", "HEAD")
+        self.git("push", "-q", "origin", f"{branch}:refs/heads/{branch}")
+        pr = self.github("POST", "/pulls", {"title": title, "head": branch, "base": "main", "body": ""}, author)
+        number = pr["number"]
+        assert pr["head"]["sha"] == head and pr["commits"] == 1, pr
+        self.github("POST", f"/pulls/{number}/reviews", {"event": "APPROVE", "body": "LGTM"}, reviewer)
+        merged = self.github("PUT", f"/pulls/{number}/merge", {"merge_method": "merge", "sha": head}, reviewer)
         self.git("checkout", "-q", "main")
-        self.git("merge", "-q", "--no-ff", "-m", f"Merge pull request #{number} from {ORG}/{branch}\n\n{title}",
-                 branch, who=reviewer)
-        merge = self.git("rev-parse", "HEAD")
         self.git("branch", "-q", "-D", branch)
-        self.git("push", "-q", "origin", "main", f"{head}:refs/pull/{number}/head")
-        merged = _now()
-        meta["pulls"].append({
-            "number": number, "title": title, "body": "", "user": author, "state": "closed", "merged": True,
-            "created_at": opened, "merged_at": merged, "closed_at": merged, "merged_by": reviewer,
-            "head": {"ref": branch, "sha": head}, "base": {"ref": "main", "sha": base},
-            "merge_commit_sha": merge, "commits": [head],
-            "reviews": [{"id": 90000 + number, "user": reviewer, "state": "APPROVED", "submitted_at": merged,
-                         "commit_id": head, "body": "LGTM"}],
-        })
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.meta_path)  # the twin re-reads the file when its mtime changes
+        self.git("pull", "-q", "--ff-only", "origin", "main")
+        assert self.git("rev-parse", "HEAD") == merged["sha"], "main is not at the merge commit"
         return number
 
     def prepare(self, version: str) -> None:

@@ -1,7 +1,9 @@
-"""Read-only questions to the bare repository (plus tag creation for releases)."""
+"""Questions to the bare repository, plus the few writes GitHub makes: release tags, pull request refs
+and merge commits (made with plumbing: no worktree, no checkout)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +36,14 @@ class Repo:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def git(self, *args: str, input_text: str | None = None) -> str:
+    def git(self, *args: str, input_text: str | None = None, env: dict[str, str] | None = None) -> str:
         result = subprocess.run(
             ["git", "--git-dir", str(self._git_dir()), *args],
             capture_output=True,
             text=True,
             input=input_text,
             timeout=60,
+            env={**os.environ, **env} if env else None,
         )
         if result.returncode != 0:
             raise GitError(result.stderr.strip() or f"git {' '.join(args)} failed")
@@ -61,6 +64,12 @@ class Repo:
             return self.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip() or None
         except GitError:
             return None
+
+    def branch(self, name: str) -> str | None:
+        """The commit the branch `name` (refs/heads/name, nothing else) points to, or None."""
+        if not name or name.startswith("-"):
+            return None
+        return self.resolve(f"refs/heads/{name}")
 
     def commits(self, *rev_args: str) -> list[CommitInfo]:
         """Commits selected by `git log` arguments, oldest first."""
@@ -117,6 +126,36 @@ class Repo:
 
     def create_tag(self, name: str, sha: str) -> None:
         self.git("update-ref", f"refs/tags/{name}", sha, "")
+
+    def merge_tree(self, base: str, head: str) -> str | None:
+        """The tree of merging `head` into `base` (`git merge-tree --write-tree`), or None on conflicts."""
+        result = subprocess.run(
+            ["git", "--git-dir", str(self._git_dir()), "merge-tree", "--write-tree", "--no-messages", base, head],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        if result.returncode == 1:
+            return None
+        if result.returncode != 0:
+            raise GitError(result.stderr.strip() or "git merge-tree failed")
+        return result.stdout.split()[0]
+
+    def commit_tree(self, tree: str, parents: list[str], message: str, author: tuple[str, str]) -> str:
+        """A new commit object (author and committer `(name, email)`, dated now); refs are not touched."""
+        name, email = author
+        env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+               "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+        args = [arg for parent in parents for arg in ("-p", parent)]
+        return self.git("commit-tree", tree, *args, input_text=message, env=env).strip()
+
+    def move_ref(self, ref: str, new: str, old: str) -> bool:
+        """Point `ref` at `new` if it still points at `old` (compare and swap); False when it had moved."""
+        try:
+            self.git("update-ref", ref, new, old)
+        except GitError:
+            if self.resolve(ref) != old:
+                return False
+            raise
+        return True
 
     def archive(self, sha: str, dest: Path) -> None:
         """Extract the tree of `sha` into `dest` (like a checkout without .git)."""

@@ -1,14 +1,19 @@
 """HTTP server of the GitHub twin: REST routes, the push control endpoint, run pages.
 
-Routes (all under `/repos/example/demo-app`, JSON as on api.github.com; any or no token):
+Routes (all under `/repos/example/demo-app`, JSON as on api.github.com):
   GET  /actions/runs[?head_sha=&event=&branch=&status=&per_page=&page=]
   GET  /actions/runs/{id}            GET /actions/runs/{id}/jobs      GET /actions/jobs/{id}
   GET  /actions/jobs/{id}/logs       (text, instead of GitHub's redirect to a download)
   GET  /compare/{base}...{head}      GET /commits/{ref}               GET /commits/{sha}/pulls
   GET  /commits/{ref}/check-runs     GET /commits/{ref}/status
-  GET  /pulls/{n}                    GET /pulls/{n}/reviews           GET /pulls/{n}/commits
-  GET  /releases                     POST /releases                   GET /releases/tags/{tag}
-  GET  /releases/latest              GET /tags                        GET (the repository)
+  GET  /pulls[?state=&head=&base=]   GET /pulls/{n}                   GET /pulls/{n}/reviews
+  GET  /pulls/{n}/commits            GET /releases                    POST /releases
+  GET  /releases/latest              GET /releases/tags/{tag}         GET /tags
+  GET  (the repository)
+  POST /pulls                        POST /pulls/{n}/reviews          PUT /pulls/{n}/merge
+Reads take any or no token. Opening, reviewing and merging a pull request need
+`Authorization: token <login>` (or `Bearer <login>`): the twin has no real authentication, the token
+*is* the acting user's login (401 without one).
 Control: POST /_sandbox/push {"ref", "after"|"sha"}, POST /_sandbox/reset, GET /_sandbox/health.
 """
 
@@ -18,6 +23,7 @@ import html
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from http import HTTPStatus
@@ -27,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from shipbook.sandbox.github_twin.deployer import JOBS, WORKFLOW_NAME, WORKFLOW_PATH, Deployer
 from shipbook.sandbox.github_twin.gitrepo import GitError, Repo
-from shipbook.sandbox.github_twin.shapes import REPO_FULL_NAME, Metadata, Shapes
+from shipbook.sandbox.github_twin.shapes import OWNER, REPO_FULL_NAME, Metadata, Shapes
 from shipbook.sandbox.github_twin.store import Store, now_iso
 
 logger = logging.getLogger(__name__)
@@ -38,7 +44,7 @@ API_VERSION = "2022-11-28"
 class ApiError(Exception):
     """An HTTP error answered with GitHub's error body."""
 
-    def __init__(self, status: int, message: str, errors: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -46,6 +52,9 @@ class ApiError(Exception):
 
 
 Response = tuple[int, Any]
+
+REVIEW_STATES = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
+WRITE_METHODS = ("POST", "PUT", "PATCH")
 
 
 class GitHubTwin:
@@ -57,6 +66,7 @@ class GitHubTwin:
         self.deployer = deployer
         self.meta = Metadata(repo.path / "github.json")
         self.shapes = Shapes(base_url, self.meta)
+        self.merge_lock = threading.Lock()  # one merge at a time; a push racing it is caught by the ref update
         prefix = "/repos/" + re.escape(REPO_FULL_NAME)
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
             ("GET", re.compile(r"/_sandbox/health"), self.health),
@@ -73,8 +83,12 @@ class GitHubTwin:
             ("GET", re.compile(prefix + r"/commits/([^/]+)/check-runs"), self.check_runs),
             ("GET", re.compile(prefix + r"/commits/([^/]+)/status"), self.combined_status),
             ("GET", re.compile(prefix + r"/commits/([^/]+)"), self.get_commit),
+            ("GET", re.compile(prefix + r"/pulls"), self.list_pulls),
+            ("POST", re.compile(prefix + r"/pulls"), self.create_pull),
             ("GET", re.compile(prefix + r"/pulls/(\d+)"), self.get_pull),
             ("GET", re.compile(prefix + r"/pulls/(\d+)/reviews"), self.pull_reviews),
+            ("POST", re.compile(prefix + r"/pulls/(\d+)/reviews"), self.create_review),
+            ("PUT", re.compile(prefix + r"/pulls/(\d+)/merge"), self.merge_pull),
             ("GET", re.compile(prefix + r"/pulls/(\d+)/commits"), self.pull_commits),
             ("GET", re.compile(prefix + r"/releases"), self.list_releases),
             ("POST", re.compile(prefix + r"/releases"), self.create_release),
@@ -83,6 +97,7 @@ class GitHubTwin:
             ("GET", re.compile(prefix + r"/tags"), self.list_tags),
             ("GET", re.compile("/" + re.escape(REPO_FULL_NAME) + r"/actions/runs/(\d+)(?:/job/\d+)?"), self.run_page),
         ]
+        self.authenticated = {self.create_pull, self.create_review, self.merge_pull}
 
     def record_history(self) -> int:
         """Add the metadata's past deployments as completed runs, once (the store is empty)."""
@@ -103,7 +118,7 @@ class GitHubTwin:
         return added
 
     # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> Response:
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes, authorization: str = "") -> Response:
         path = path.rstrip("/") or "/"
         matched_path = False
         for route_method, pattern, handler in self.routes:
@@ -114,9 +129,12 @@ class GitHubTwin:
             if route_method != method:
                 continue
             args = [unquote(g) for g in match.groups()]
-            if method == "POST":
-                return handler(*args, query=query, body=_json_body(body))
-            return handler(*args, query=query)
+            kwargs: dict[str, Any] = {"query": query}
+            if handler in self.authenticated:
+                kwargs["login"] = _login(authorization)
+            if method in WRITE_METHODS:
+                kwargs["body"] = _json_body(body)
+            return handler(*args, **kwargs)
         if matched_path:
             raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed")
         raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
@@ -209,10 +227,46 @@ class GitHubTwin:
         pr = self.meta.pull(int(number))
         if pr is None:
             raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
-        return pr
+        return self._follow_head(pr)
+
+    def _follow_head(self, pr: dict[str, Any]) -> dict[str, Any]:
+        """An open pull request follows its head branch: commits pushed to it since are its commits too."""
+        if pr.get("state") != "open":
+            return pr
+        tip = self.repo.branch(pr["head"]["ref"])
+        if not tip or tip == pr["head"]["sha"]:
+            return pr
+        base = self.repo.branch(pr["base"]["ref"]) or pr["base"]["sha"]
+        commits = [c.sha for c in self.repo.commits(f"{base}..{tip}")] or pr["commits"]
+        self.repo.git("update-ref", f"refs/pull/{pr['number']}/head", tip)
+
+        def follow(data: dict[str, Any]) -> dict[str, Any]:
+            stored = _stored(data, pr["number"])
+            stored["head"]["sha"], stored["commits"], stored["updated_at"] = tip, commits, now_iso()
+            return stored
+
+        return self.meta.update(follow)
+
+    def list_pulls(self, query: dict[str, str]) -> Response:
+        state = query.get("state", "open")
+        if state not in ("open", "closed", "all"):
+            raise _invalid("PullRequest", "state")
+        pulls = [p for p in self.meta.pulls() if state == "all" or p.get("state", "closed") == state]
+        if query.get("head"):
+            owner, _, ref = query["head"].rpartition(":")
+            pulls = [p for p in pulls if p["head"]["ref"] == ref and owner in ("", OWNER)]
+        if query.get("base"):
+            pulls = [p for p in pulls if p["base"]["ref"] == query["base"]]
+        pulls.sort(key=lambda p: p["number"], reverse=True)
+        return 200, _page([self.shapes.pull(self._follow_head(p)) for p in pulls], query)
 
     def get_pull(self, number: str, query: dict[str, str]) -> Response:
-        return 200, self.shapes.pull(self._pull(number), full=True)
+        pr = self._pull(number)
+        if pr.get("state") == "open":
+            base = self.repo.branch(pr["base"]["ref"])
+            clean = bool(base) and self.repo.merge_tree(base, pr["head"]["sha"]) is not None
+            pr = {**pr, "mergeable": clean, "mergeable_state": "clean" if clean else "dirty"}
+        return 200, self.shapes.pull(pr, full=True)
 
     def pull_reviews(self, number: str, query: dict[str, str]) -> Response:
         pr = self._pull(number)
@@ -221,6 +275,136 @@ class GitHubTwin:
     def pull_commits(self, number: str, query: dict[str, str]) -> Response:
         pr = self._pull(number)
         return 200, _page([self.shapes.commit(self.repo.commit(sha)) for sha in pr.get("commits", [])], query)
+
+    def create_pull(self, query: dict[str, str], body: dict[str, Any], login: str) -> Response:
+        """Open a pull request from a branch already pushed to the bare repository."""
+        title, head, base = (str(body.get(key) or "").strip() for key in ("title", "head", "base"))
+        for name, value in (("title", title), ("head", head), ("base", base)):
+            if not value:
+                raise _invalid("PullRequest", name, "missing_field")
+        owner, _, head_ref = head.rpartition(":")
+        head_sha = self.repo.branch(head_ref) if owner in ("", OWNER) else None
+        if not head_sha:
+            raise _invalid("PullRequest", "head")
+        base_sha = self.repo.branch(base)
+        if not base_sha:
+            raise _invalid("PullRequest", "base")
+        commits = [c.sha for c in self.repo.commits(f"{base_sha}..{head_sha}")]
+        if not commits:
+            raise _invalid("PullRequest", "head", "custom", f"No commits between {base} and {head_ref}")
+
+        def add(data: dict[str, Any]) -> dict[str, Any]:
+            pulls = data.setdefault("pulls", [])
+            for other in pulls:
+                if other.get("state") == "open" and (other["head"]["ref"], other["base"]["ref"]) == (head_ref, base):
+                    raise _invalid("PullRequest", "head", "custom",
+                                   f"A pull request already exists for {OWNER}:{head_ref}.")
+            stamp = now_iso()
+            pr = {
+                "number": max((p["number"] for p in pulls), default=0) + 1,
+                "title": title,
+                "body": str(body.get("body") or ""),
+                "user": login,
+                "state": "open",
+                "merged": False,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "merged_at": None,
+                "closed_at": None,
+                "merged_by": None,
+                "head": {"ref": head_ref, "sha": head_sha},
+                "base": {"ref": base, "sha": base_sha},
+                "merge_commit_sha": None,
+                "commits": commits,
+                "reviews": [],
+            }
+            pulls.append(pr)
+            return pr
+
+        pr = self.meta.update(add)
+        self.repo.git("update-ref", f"refs/pull/{pr['number']}/head", head_sha)
+        logger.info("%s opened pull request #%s (%s → %s)", login, pr["number"], head_ref, base)
+        return 201, self.shapes.pull({**pr, "mergeable": True, "mergeable_state": "clean"}, full=True)
+
+    def create_review(self, number: str, query: dict[str, str], body: dict[str, Any], login: str) -> Response:
+        """Submit a review (the twin keeps no pending reviews: `event` is required)."""
+        pr = self._pull(number)
+        event = str(body.get("event") or "").upper()
+        if event not in REVIEW_STATES:
+            raise _invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT "
+                           "(the GitHub twin keeps no pending reviews)")
+        text = str(body.get("body") or "")
+        if event != "APPROVE" and not text:
+            raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Unprocessable Entity",
+                           [f"Review body is required for {event}"])
+        if event != "COMMENT":
+            verb = "approve" if event == "APPROVE" else "request changes on"
+            if login == pr["user"]:
+                raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Unprocessable Entity",
+                               [f"Review Can not {verb} your own pull request"])
+            if pr.get("state") != "open":
+                raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Unprocessable Entity",
+                               [f"Review Can not {verb} a closed pull request"])
+        commit_id = str(body.get("commit_id") or pr["head"]["sha"])
+        if commit_id not in pr["commits"]:
+            raise _invalid("PullRequestReview", "commit_id", message="commit_id is not part of the pull request")
+
+        def add(data: dict[str, Any]) -> dict[str, Any]:
+            stored = _stored(data, pr["number"])
+            ids = [r["id"] for p in data.get("pulls", []) for r in p.get("reviews", [])]
+            review = {"id": max(ids, default=0) + 1, "user": login, "state": REVIEW_STATES[event],
+                      "submitted_at": now_iso(), "commit_id": commit_id, "body": text}
+            stored.setdefault("reviews", []).append(review)
+            stored["updated_at"] = review["submitted_at"]
+            return review
+
+        review = self.meta.update(add)
+        logger.info("%s reviewed pull request #%s: %s", login, pr["number"], review["state"])
+        return 200, self.shapes.review(pr, review)
+
+    def merge_pull(self, number: str, query: dict[str, str], body: dict[str, Any], login: str) -> Response:
+        """Merge with a real `--no-ff` merge commit on the base branch of the bare repository."""
+        with self.merge_lock:
+            pr = self._pull(number)
+            if pr.get("state") != "open":
+                raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "Pull Request is not mergeable")
+            method = str(body.get("merge_method") or "merge")
+            if method not in ("merge", "squash", "rebase"):
+                raise _invalid("PullRequest", "merge_method")
+            if method != "merge":
+                raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED,
+                               f"{method.capitalize()} merges are not allowed on this repository.")
+            head_sha = pr["head"]["sha"]
+            if body.get("sha") and body["sha"] != head_sha:
+                raise ApiError(HTTPStatus.CONFLICT, "Head branch was modified. Review and try the merge again.")
+            base_ref = pr["base"]["ref"]
+            base_sha = self.repo.branch(base_ref)
+            tree = self.repo.merge_tree(base_sha, head_sha) if base_sha else None
+            if tree is None:
+                raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "Pull Request is not mergeable")
+            title = str(body.get("commit_title") or f"Merge pull request #{pr['number']} from {OWNER}/"
+                        f"{pr['head']['ref']}")
+            details = str(body["commit_message"] if "commit_message" in body else pr["title"])
+            message = f"{title}\n\n{details}\n" if details else f"{title}\n"
+            merge_sha = self.repo.commit_tree(tree, [base_sha, head_sha], message, self._identity(login))
+            if not self.repo.move_ref(f"refs/heads/{base_ref}", merge_sha, base_sha):
+                raise ApiError(HTTPStatus.CONFLICT, "Base branch was modified. Review and try the merge again.")
+
+            def merged(data: dict[str, Any]) -> None:
+                stored = _stored(data, pr["number"])
+                stamp = now_iso()
+                stored.update(state="closed", merged=True, merged_at=stamp, closed_at=stamp, updated_at=stamp,
+                              merged_by=login, merge_commit_sha=merge_sha)
+                stored["base"]["sha"] = base_sha
+
+            self.meta.update(merged)
+        logger.info("%s merged pull request #%s into %s: %s", login, pr["number"], base_ref, merge_sha)
+        return 200, {"sha": merge_sha, "merged": True, "message": "Pull Request successfully merged"}
+
+    def _identity(self, login: str) -> tuple[str, str]:
+        """(name, email) of a login: the metadata's people, else GitHub's noreply address."""
+        person = self.meta.data().get("people", {}).get(login) or {}
+        return person.get("name") or login, person.get("email") or f"{login}@users.noreply.github.com"
 
     # -- checks -------------------------------------------------------------------------------
     def _check_records(self, sha: str) -> list[dict[str, Any]]:
@@ -380,8 +564,31 @@ class GitHubTwin:
         return 201, self.shapes.release(release)
 
 
+def _stored(data: dict[str, Any], number: int) -> dict[str, Any]:
+    """The pull request record `number` inside metadata being updated."""
+    for pr in data.get("pulls", []):
+        if pr["number"] == number:
+            return pr
+    raise ApiError(HTTPStatus.NOT_FOUND, "Not Found")
+
+
 class _Html(str):
     """A handler result served as text/html."""
+
+
+def _login(authorization: str) -> str:
+    """The acting user: the twin takes the token of `token <login>` / `Bearer <login>` as the login itself."""
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() not in ("token", "bearer") or not token.strip():
+        raise ApiError(HTTPStatus.UNAUTHORIZED, "Requires authentication")
+    return token.strip()
+
+
+def _invalid(resource: str, field: str, code: str = "invalid", message: str = "") -> ApiError:
+    error = {"resource": resource, "field": field, "code": code}
+    if message:
+        error["message"] = message
+    return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Validation Failed", [error])
 
 
 def _json_body(raw: bytes) -> dict[str, Any]:
@@ -419,7 +626,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
-            status, payload = self.app.handle(method, parts.path, query, body)
+            status, payload = self.app.handle(method, parts.path, query, body, self.headers.get("Authorization", ""))
         except ApiError as error:
             status = error.status
             payload = {"message": error.message, "documentation_url": "https://docs.github.com/rest",
@@ -448,6 +655,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
 
     def do_PATCH(self) -> None:
         self._serve("PATCH")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shipbook.sandbox.github_twin.gitrepo import CommitInfo
 
 REPO_FULL_NAME = "example/demo-app"
+OWNER = REPO_FULL_NAME.split("/")[0]
+
+T = TypeVar("T")
 
 
 def user(login: str | None) -> dict[str, Any] | None:
@@ -32,11 +39,13 @@ def user(login: str | None) -> dict[str, Any] | None:
 
 @dataclass
 class Metadata:
-    """`<bare>/github.json` written by the repo builder, re-read when it changes."""
+    """`<bare>/github.json`: written by the repo builder, re-read when it changes, and updated by the twin
+    itself when a pull request is opened, reviewed or merged through the API (so those survive a restart)."""
 
     path: Path
     _mtime: float = -1.0
     _data: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def data(self) -> dict[str, Any]:
         try:
@@ -47,6 +56,19 @@ class Metadata:
             self._data = json.loads(self.path.read_text(encoding="utf-8"))
             self._mtime = mtime
         return self._data
+
+    def update(self, change: Callable[[dict[str, Any]], T]) -> T:
+        """Apply `change` to a fresh copy of the file's data and save it atomically; returns what `change`
+        returns. An exception in `change` leaves the file as it was."""
+        with self._lock:
+            self._mtime = -1.0  # read what is on disk now
+            data = copy.deepcopy(self.data())
+            result = change(data)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, self.path)
+            self._data, self._mtime = data, self.path.stat().st_mtime
+            return result
 
     def login_for(self, email: str) -> str | None:
         for login, person in self.data().get("people", {}).items():
@@ -136,13 +158,13 @@ class Shapes:
             "body": pr.get("body") or None,
             "labels": [],
             "created_at": pr["created_at"],
-            "updated_at": pr.get("closed_at") or pr["created_at"],
+            "updated_at": pr.get("updated_at") or pr.get("closed_at") or pr["created_at"],
             "closed_at": pr.get("closed_at"),
             "merged_at": pr.get("merged_at"),
             "merge_commit_sha": pr.get("merge_commit_sha"),
             "draft": False,
-            "head": {"label": f"example:{pr['head']['ref']}", "ref": pr["head"]["ref"], "sha": pr["head"]["sha"]},
-            "base": {"label": "example:main", "ref": pr["base"]["ref"], "sha": pr["base"]["sha"]},
+            "head": {"label": f"{OWNER}:{pr['head']['ref']}", "ref": pr["head"]["ref"], "sha": pr["head"]["sha"]},
+            "base": {"label": f"{OWNER}:{pr['base']['ref']}", "ref": pr["base"]["ref"], "sha": pr["base"]["sha"]},
             "author_association": "MEMBER",
         }
         if full:
@@ -152,7 +174,8 @@ class Shapes:
                 commits=len(pr.get("commits", [])),
                 review_comments=0,
                 comments=0,
-                mergeable=None,
+                mergeable=pr.get("mergeable"),
+                mergeable_state=pr.get("mergeable_state", "unknown"),
                 rebaseable=None,
             )
         return body
