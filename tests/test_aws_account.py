@@ -71,6 +71,24 @@ def test_a_sandbox_without_an_endpoint_is_refused_without_calling_aws(calls):
     assert calls == []
 
 
+def test_a_production_environment_naming_its_account_refuses_other_credentials(moto_url, calls, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the operator's own credentials (moto takes any)
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", OTHER)
+    env = config.Environment(name="p", kind="aws", aws=config.AwsSection(endpoint_url=moto_url,
+                                                                         account_id="111111111111"))
+    for _ in range(2):  # refused every time, not only the first
+        with pytest.raises(ConfigError, match=f"credentials are for account {OTHER}, the environment expects "
+                                              "111111111111"):
+            aws.client(env, "dynamodb")
+    assert calls == ["get_caller_identity", "get_caller_identity"]
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", "111111111111")
+    aws.client(env, "dynamodb")
+    aws.client(env, "s3")
+    assert calls == ["get_caller_identity"] * 3  # checked once, then remembered
+
+
 def test_a_non_sandbox_client_makes_no_identity_call(moto_url, calls):
     env = config.Environment(name="p", kind="aws", aws=config.AwsSection(endpoint_url=moto_url))
     aws.client(env, "dynamodb")

@@ -1,9 +1,10 @@
 """The only place boto3 clients are built. One session per process; ClientError translated here.
 
 Endpoints come from the environment (`aws.endpoint_url`); the release code cannot tell the
-sandbox from AWS except through them. In a sandbox environment the first client of a process
-(per endpoint and account) is only handed out after STS GetCallerIdentity says the credentials
-are the emulator's account, so no command or notebook can reach another account by skipping a check.
+sandbox from AWS except through them. In a sandbox environment (or one that names its
+`aws.account_id`) the first client of a process (per endpoint, profile and account) is only handed
+out after STS GetCallerIdentity says the credentials are the emulator's (or that) account, so no
+command or notebook can reach another account by skipping a check.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def session(env: Environment) -> boto3.Session:
     return _session(env.aws.profile, env.aws.region)
 
 
-# (endpoint, account) pairs whose caller identity this process has checked; see `_require_sandbox_account`.
+# (endpoint, profile, account) whose caller identity this process has checked; see `_require_account`.
 _VERIFIED: set[tuple[str, str]] = set()
 _VERIFY_LOCK = threading.Lock()
 
@@ -44,10 +45,11 @@ _VERIFY_LOCK = threading.Lock()
 def client(env: Environment, service: str) -> Any:
     """A boto3 client for `service` in `env`, through its endpoint when one is configured.
 
-    In the sandbox, refused (ConfigError) until the caller is known to be the emulator's account.
+    In the sandbox, refused (ConfigError) until the caller is known to be the emulator's account;
+    elsewhere, when the environment names its `aws.account_id`, until the caller is known to be in it.
     """
-    if env.is_sandbox:
-        _require_sandbox_account(env)
+    if env.is_sandbox or env.aws.account_id:
+        _require_account(env)
     return _client(env, service)
 
 
@@ -96,17 +98,17 @@ def _check_account(env: Environment, account: str) -> None:
                           f"the environment expects {env.aws.account_id}")
 
 
-def _require_sandbox_account(env: Environment) -> None:
-    """Check the sandbox's caller identity once per process and (endpoint, account), before any other call.
+def _require_account(env: Environment) -> None:
+    """Check the caller identity once per process and (endpoint, profile, account), before any other call.
 
-    Without an endpoint boto3 would go to AWS itself, so that is refused without a call. A failed
-    check is not remembered: every later client is refused the same way.
+    A sandbox without an endpoint would have boto3 go to AWS itself, so that is refused without a
+    call. A failed check is not remembered: every later client is refused the same way.
     """
     endpoint = env.aws.endpoint_url
-    key = (endpoint, env.aws.account_id or SANDBOX_ACCOUNT)
+    key = (endpoint, env.aws.profile, env.aws.account_id or SANDBOX_ACCOUNT)
     if key in _VERIFIED:
         return
-    if not endpoint:
+    if env.is_sandbox and not endpoint:
         raise ConfigError(env.source or env.name, "aws.endpoint_url", "a sandbox environment needs the emulator's "
                           "endpoint; without one its clients would call AWS")
     with _VERIFY_LOCK:
@@ -114,7 +116,7 @@ def _require_sandbox_account(env: Environment) -> None:
             return
         ident = call(_client(env, "sts"), "get_caller_identity")
         _check_account(env, ident.get("Account", ""))
-        log.debug("sandbox caller identity checked at %s: %s", endpoint, ident.get("Arn", ""))
+        log.debug("caller identity checked at %s: %s", endpoint or "AWS", ident.get("Arn", ""))
         _VERIFIED.add(key)
 
 
