@@ -119,3 +119,23 @@ def test_the_runner_records_the_commit_once_and_every_phase_gets_it(make_env, no
     for notebook in ("01_precheck.ipynb", "03_deploy.ipynb"):
         nb = nbformat.read(rec.dir / notebook, as_version=4)
         assert f"release_commit={recorded}" in json.dumps(nb), notebook
+
+
+def test_one_phase_on_its_own_uses_the_commit_the_versions_last_run_recorded(make_env, notebook_dir, tmp_path):
+    """`make precheck` then `make deploy`: deploy gets the commit precheck checked, though HEAD moved since."""
+    from test_deploy_support import make_app_repo as app
+
+    repo = app(tmp_path / "app-home")
+    (tmp_path / "no-repo").symlink_to(repo.work)
+    notebook_dir(precheck="commit_probe", deploy="commit_probe")
+    env = make_env(phases=("precheck", "deploy"))
+    ctx = release.Context(runs_root=tmp_path / "runs", notebook_dir=tmp_path / "notebooks")
+    checked = repo.head()
+    first = release.run(env, RunOptions(version="v1.0.0", only="precheck", params={"app_repo": str(repo.work)}),
+                        Progress(), ctx, Redactor([]))
+    assert first.data["commit"] == checked and repo.head() != checked  # the probe moved HEAD on
+    second = release.run(env, RunOptions(version="v1.0.0", only="deploy", params={"app_repo": str(repo.work)}),
+                         Progress(), ctx, Redactor([]))
+    assert second.data["commit"] == checked
+    nb = nbformat.read(second.dir / "03_deploy.ipynb", as_version=4)
+    assert f"release_commit={checked}" in json.dumps(nb)

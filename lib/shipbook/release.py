@@ -56,6 +56,22 @@ def _release_facts(env: Environment, version: str) -> tuple[str, str]:
     return versions.previous_release(tags, version), commit
 
 
+def _pinned(env: Environment, version: str, last: dict | None) -> str:
+    """For one phase on its own: the commit the version's last run recorded, until the version is tagged.
+
+    `make precheck` then `make deploy` must tag what precheck checked, not wherever HEAD is now.
+    """
+    if not last or not last.get("commit") or not gitinfo.is_repo(env.app.repo):
+        return ""
+    if gitinfo.rev_or_empty(env.app.repo, f"refs/tags/{version}"):
+        return ""  # tagged: the tag is the release commit
+    head = gitinfo.rev_or_empty(env.app.repo, "HEAD")
+    if head and head != last["commit"]:
+        log.warning("HEAD moved to %s since run %s recorded %s for %s: this phase uses the recorded commit",
+                    head[:12], last.get("run_id"), last["commit"][:12], version)
+    return str(last["commit"])
+
+
 def run(env: Environment, opts: RunOptions, progress: Progress | None = None, ctx: Context | None = None,
         redactor: Redactor | None = None) -> audit.RunRecord:
     """Run a release (or resume one). Raises GateError / PhaseError / InputError / LockHeldError."""
@@ -88,7 +104,7 @@ def run(env: Environment, opts: RunOptions, progress: Progress | None = None, ct
             # One phase on its own (e.g. `make rollback`) starts from what the last run of the version learnt.
             last = audit.latest_run(ctx.runs_root, env.name, opts.version) if opts.only else None
             opts.previous_version = opts.previous_version or (last or {}).get("previous_version") or prev
-            opts.commit = opts.commit or commit
+            opts.commit = opts.commit or _pinned(env, opts.version, last) or commit
             opts.operator = operator
             rec = runner.new_record(opts, phases or [], run_id)
             if last:
