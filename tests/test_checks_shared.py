@@ -261,3 +261,9 @@ def test_share_keys_are_validated(tmp_path):
         with pytest.raises(ConfigError, match=reason) as err:
             _load(tmp_path, text)
         assert "precheck.share_" in str(err.value) and "hooks.slack.com" not in str(err.value)
+
+
+def test_the_webhook_url_is_among_the_values_masked_under_runs(hook):
+    from shipbook import secretvalues
+
+    assert hook.url in secretvalues.collect(_env())  # the webhook given by reference (BY_REFERENCE)

@@ -36,6 +36,8 @@ def collect(env: Environment) -> list[str]:
     refs = dict(env.secrets)
     if env.github.token:
         refs["github.token"] = env.github.token
+    if env.precheck.share_webhook:
+        refs["precheck.share_webhook"] = env.precheck.share_webhook
     for name, ref in refs.items():
         try:
             value = read(env, ref)
