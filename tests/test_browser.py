@@ -8,6 +8,7 @@ developer machine.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +27,8 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from shipbook import release
+from shipbook.pipeline import Progress, RunOptions
 from shipbook.redact import Redactor
 from shipbook.render import render_notebook, write_index
 
@@ -132,9 +136,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def base_url(site: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(site)))
+@contextmanager
+def _serve(directory: Path) -> Iterator[str]:
+    """`directory` over HTTP on a free loopback port, for as long as the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -143,6 +148,12 @@ def base_url(site: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def base_url(site: Path) -> Iterator[str]:
+    with _serve(site) as url:
+        yield url
 
 
 def _run_chromium(chromium: str, tmp_path: Path, *args: str) -> str:
@@ -197,3 +208,93 @@ def test_stakeholder_page_screenshot(chromium: str, base_url: str, tmp_path: Pat
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1200)
     assert pixels[..., :3].std() > 0.01, "blank page"
+
+
+# Loads a page in an iframe (same origin) and runs `probe` on its document; the DOM dump carries the JSON answer.
+PROBE_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>pending</title></head><body>
+<div id="result">pending</div>
+<iframe id="page" src="{src}" width="1200" height="1600"></iframe>
+<script>
+document.getElementById("page").addEventListener("load", async () => {{
+  const doc = document.getElementById("page").contentDocument;
+  const probe = async (doc) => {{ {probe} }};
+  let out;
+  try {{ out = await probe(doc); }} catch (e) {{ out = {{error: String(e)}}; }}
+  document.getElementById("result").textContent = JSON.stringify(out);
+  document.title = "done";
+}});
+</script>
+</body></html>
+"""
+
+PROBE_STAKEHOLDER = """
+  const h1 = doc.querySelector("h1");
+  return {title: doc.title, lang: doc.documentElement.lang, h1: h1 ? h1.textContent : null,
+          code: doc.querySelectorAll(".jp-InputArea-editor").length,
+          text: doc.body.textContent};
+"""
+
+# The run's row in the index: its badges, the phase's verdict, and every link followed (status and page title).
+PROBE_INDEX = """
+  const row = doc.querySelector('tr[data-run-id="' + RUN_ID + '"]');
+  if (!row) return {title: doc.title, row: false};
+  const links = [];
+  for (const a of row.querySelectorAll("a")) {
+    const response = await fetch(new URL(a.getAttribute("href"), doc.baseURI));
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    links.push({cls: a.className, href: a.getAttribute("href"), status: response.status, title: page.title});
+  }
+  return {title: doc.title, row: true, badges: Array.from(row.querySelectorAll(".badge"), b => b.textContent),
+          verdict: Array.from(row.querySelectorAll(".phase .muted"), m => m.textContent), links: links};
+"""
+
+
+def _probe(chromium: str, root: Path, base_url: str, tmp_path: Path, src: str, probe: str) -> dict[str, Any]:
+    """Open `src` (relative to `root`, served at `base_url`) in Chromium and return what `probe` found."""
+    check = root / f"probe-{tmp_path.name}.html"
+    check.write_text(PROBE_PAGE.format(src=src, probe=probe), encoding="utf-8")
+    try:
+        dom = _run_chromium(chromium, tmp_path, "--run-all-compositor-stages-before-draw",
+                            "--virtual-time-budget=10000", "--dump-dom", f"{base_url}/{check.name}")
+    finally:
+        check.unlink()
+    assert "<title>done</title>" in dom, dom[:2000]
+    return json.loads(html.unescape(dom.split('<div id="result">', 1)[1].split("</div>", 1)[0]))
+
+
+@pytest.mark.xdist_group("kernels")
+def test_a_phase_run_by_the_runner_in_the_browser(chromium: str, make_env, notebook_dir, tmp_path: Path) -> None:
+    """A real phase through `release.run` (kernel, redaction, render, record, index), then its pages in Chromium."""
+    notebook_dir(precheck="ok")
+    env = make_env(phases=("precheck",))
+    ctx = release.Context(runs_root=tmp_path / "runs", notebook_dir=tmp_path / "notebooks")
+    rec = release.run(env, RunOptions(version="v1.0.0"), Progress(), ctx, Redactor([]))
+    assert rec.data["status"] == "succeeded"
+    phase = rec.phase("precheck")
+    assert (phase["status"], phase["verdict"]) == ("succeeded", "pass")
+    run_path = rec.dir.relative_to(ctx.runs_root).as_posix()
+    stakeholder = f"{run_path}/01_precheck.stakeholder.html"
+    assert (ctx.runs_root / stakeholder).is_file() and (ctx.runs_root / "index.html").is_file()
+
+    with _serve(ctx.runs_root) as url:
+        page = _probe(chromium, ctx.runs_root, url, tmp_path, stakeholder, PROBE_STAKEHOLDER)
+        index = _probe(chromium, ctx.runs_root, url, tmp_path, "index.html",
+                       f"const RUN_ID = {json.dumps(rec.run_id)};" + PROBE_INDEX)
+
+    # the stakeholder page: the runner's title, the notebook's story, the verdict the phase reported, no code
+    assert page["title"] == f"v1.0.0 precheck — {env.name}"
+    assert page["lang"] == env.lang == "ja"  # the environment's language (ja by default): Japanese glyphs
+    assert page["h1"] == "Fixture phase: ok¶"
+    assert page["code"] == 0
+    assert "release v1.0.0 after" in page["text"] and f"run {rec.run_id}" in page["text"]
+    assert "verdict='pass'" in page["text"] and "fixture.ok" in page["text"]
+    # the index: the run's row with its status and the phase's verdict, and links that open the run's pages
+    assert index["title"] == "shipbook runs"
+    assert index["row"] is True
+    assert index["badges"] == ["succeeded", "succeeded"]  # the run, then its one phase
+    assert index["verdict"] == ["verdict: pass"]
+    assert index["links"] == [
+        {"cls": "link-report", "href": stakeholder, "status": 200, "title": page["title"]},
+        {"cls": "link-full", "href": f"{run_path}/01_precheck.html", "status": 200, "title": page["title"]},
+    ]
