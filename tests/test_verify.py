@@ -57,7 +57,7 @@ def test_settings_sandbox_file_production_defaults_and_config_by_field_name():
 def test_windows_baseline_before_the_start_canary_after_the_finish_and_settle():
     w = phase.make_windows(SANDBOX, T0, T0 + timedelta(seconds=20.5), "test")
     assert w.baseline.end == T0 and w.baseline.seconds == SANDBOX.baseline_seconds
-    assert w.canary.start == T0 + timedelta(seconds=26)  # 20.5 + 5 settle, rounded up to the period
+    assert w.canary.start == T0 + timedelta(seconds=36)  # 20.5 + 15 settle, rounded up to the period
     assert w.ready_at == w.canary.end + timedelta(seconds=SANDBOX.publish_lag_seconds)
     assert w.logs_before.end == T0 and w.logs_before.seconds == w.logs_after.seconds
     after_rollback = phase.make_windows(SANDBOX, T0 + timedelta(minutes=10), T0 + timedelta(minutes=11), "rb",

@@ -97,7 +97,7 @@ class VerifySettings:
 
 
 # The sandbox's compressed windows, as environments/sandbox.toml sets them (used by tests and the bench).
-SANDBOX = VerifySettings(baseline_seconds=120, canary_seconds=120, period=1, settle_seconds=5,
+SANDBOX = VerifySettings(baseline_seconds=120, canary_seconds=120, period=1, settle_seconds=15,
                          publish_lag_seconds=4, latency_floor_ms=0.5)
 
 
