@@ -11,6 +11,17 @@ from typing import Any
 Twin = Any  # the `aws_twin` fixture's object (tests/sandbox/conftest.py)
 
 
+def new_instance(twin: Twin, name: str) -> None:
+    twin.client("rds").create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.t3.micro", Engine="postgres",
+                                          MasterUsername="demo", MasterUserPassword="password123",
+                                          AllocatedStorage=20)
+
+
+def snapshot_available(twin: Twin, name: str) -> None:
+    twin.client("rds").get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=name,
+                                                                 WaiterConfig={"Delay": 1, "MaxAttempts": 20})
+
+
 def instance(twin: Twin, ident: str) -> dict[str, Any]:
     return twin.client("rds").describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
 
@@ -33,10 +44,8 @@ def write(path: str | Path, *names: str) -> None:
 
 
 def test_every_instance_has_its_own_resource_id_and_data_file(aws_twin: Twin) -> None:
-    rds = aws_twin.client("rds")
     name = f"t-own-{uuid.uuid4().hex[:6]}"
-    rds.create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.t3.micro", Engine="postgres",
-                           MasterUsername="demo", MasterUserPassword="password123", AllocatedStorage=20)
+    new_instance(aws_twin, name)
     mine, seeded = datafile(aws_twin, name), datafile(aws_twin, "shipbook-demo-db")
     assert mine["instance"] == name and seeded["instance"] == "shipbook-demo-db"
     assert mine["resourceId"] != seeded["resourceId"] and mine["path"] != seeded["path"]
@@ -50,8 +59,7 @@ def test_restore_brings_back_the_snapshot_data_and_a_rename_swap_moves_the_endpo
 ) -> None:
     rds = aws_twin.client("rds")
     name = f"t-db-{uuid.uuid4().hex[:6]}"
-    rds.create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.t3.micro", Engine="postgres",
-                           MasterUsername="demo", MasterUserPassword="password123", AllocatedStorage=20)
+    new_instance(aws_twin, name)
     address = instance(aws_twin, name)["Endpoint"]["Address"]
     original = datafile(aws_twin, name)
     write(original["path"], "before-1", "before-2")
@@ -59,8 +67,7 @@ def test_restore_brings_back_the_snapshot_data_and_a_rename_swap_moves_the_endpo
     snap = f"{name}-snap"
     rds.create_db_snapshot(DBInstanceIdentifier=name, DBSnapshotIdentifier=snap)
     write(original["path"], "after-snapshot")  # lost by a restore: the data-loss window
-    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=snap, WaiterConfig={"Delay": 1,
-                                                                                         "MaxAttempts": 20})
+    snapshot_available(aws_twin, snap)
 
     restored_name = f"{name}-restore"
     created = rds.restore_db_instance_from_db_snapshot(DBInstanceIdentifier=restored_name,
@@ -87,11 +94,9 @@ def test_a_snapshot_of_an_instance_without_data_restores_an_empty_instance(
 ) -> None:
     rds = aws_twin.client("rds")
     name = f"t-empty-{uuid.uuid4().hex[:6]}"
-    rds.create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.t3.micro", Engine="postgres",
-                           MasterUsername="demo", MasterUserPassword="password123", AllocatedStorage=20)
+    new_instance(aws_twin, name)
     rds.create_db_snapshot(DBInstanceIdentifier=name, DBSnapshotIdentifier=f"{name}-s")
-    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=f"{name}-s",
-                                                 WaiterConfig={"Delay": 1, "MaxAttempts": 20})
+    snapshot_available(aws_twin, f"{name}-s")
     rds.restore_db_instance_from_db_snapshot(DBInstanceIdentifier=f"{name}-r", DBSnapshotIdentifier=f"{name}-s")
     wait_for(lambda: instance(aws_twin, f"{name}-r")["DBInstanceStatus"] == "available", timeout=20,
              what="the restored instance")
