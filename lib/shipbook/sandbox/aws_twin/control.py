@@ -73,14 +73,20 @@ def _health(environ: dict[str, Any], start_response: StartResponse) -> Iterable[
                                         "stateDir": str(TWIN.state_dir)})
 
 
-def _report(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+def _apply(environ: dict[str, Any], start_response: StartResponse, apply: Callable[[dict[str, Any]], dict[str, Any]],
+           unknown: type[Exception]) -> Iterable[bytes]:
+    """A JSON report applied to the twin: 200 with its result, 404 for an unknown resource, 400 for a bad body."""
     try:
-        result = ecs_rollout.report(_body(environ))
-    except ecs_rollout.UnknownResource as exc:
+        result = apply(_body(environ))
+    except unknown as exc:
         return _reply(start_response, 404, {"error": str(exc)})
     except ValueError as exc:
         return _reply(start_response, 400, {"error": str(exc)})
     return _reply(start_response, 200, result)
+
+
+def _report(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    return _apply(environ, start_response, ecs_rollout.report, ecs_rollout.UnknownResource)
 
 
 def _tasks(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -88,13 +94,7 @@ def _tasks(environ: dict[str, Any], start_response: StartResponse) -> Iterable[b
 
 
 def _task_state(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    try:
-        result = ecs_tasks.report(_body(environ))
-    except ecs_tasks.UnknownTask as exc:
-        return _reply(start_response, 404, {"error": str(exc)})
-    except ValueError as exc:
-        return _reply(start_response, 400, {"error": str(exc)})
-    return _reply(start_response, 200, result)
+    return _apply(environ, start_response, ecs_tasks.report, ecs_tasks.UnknownTask)
 
 
 def _datafile(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
