@@ -153,7 +153,7 @@ def test_tag_push_runs_the_workflow_through_the_hook(twin: Running) -> None:
     assert all({"name", "status", "conclusion", "number", "started_at", "completed_at"} <= set(s)
                for s in build["steps"])
     log = twin.get(f"{REPO}/actions/jobs/{build['id']}/logs").text
-    assert "Ran 15 tests" in log and "##[error]" in log
+    assert "Ran 16 tests" in log and "##[error]" in log
     checks = twin.get(f"{REPO}/commits/{sha}/check-runs").json()["check_runs"]
     assert {"build", "deploy"} <= {c["name"] for c in checks}
     assert twin.get(f"/example/demo-app/actions/runs/{run['id']}").text.startswith("<!doctype html>")

@@ -44,3 +44,15 @@ class CategoryTests(TestCase):
         body = self.client.get("/categories/").json()
         self.assertEqual(body["count"], Category.objects.count())
         self.assertEqual(sum(c["products"] for c in body["categories"]), Product.objects.count())
+
+    def test_list_and_detail_read_the_category_in_one_query(self) -> None:
+        product = Product.objects.get(sku="GM-001")
+        with self.assertNumQueries(1):
+            listed = self.client.get("/products/").json()["products"]
+        with self.assertNumQueries(1):
+            shown = Product.objects.with_category_slug(product.pk).as_dict()
+        self.assertEqual(shown["category"], "games")
+        self.assertLessEqual(shown.items(), self.client.get(f"/products/{product.pk}/").json().items())
+        self.assertEqual(next(p for p in listed if p["id"] == product.pk), shown)
+        self.assertTrue(all(p["category"] for p in listed))
+        self.assertIsNone(Product.objects.with_category_slug(999999))

@@ -1,8 +1,7 @@
 """JSON views of the catalogue."""
 
 from django.db.models import Count
-from django.http import HttpRequest, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from shop.models import Category, Product
@@ -19,18 +18,20 @@ def index(request: HttpRequest) -> JsonResponse:
 @require_GET
 def product_list(request: HttpRequest) -> JsonResponse:
     """Products ordered by SKU, optionally of one category (`?category=<slug>`)."""
-    queryset = Product.objects.select_related("category")
+    queryset = Product.objects.all()
     category = request.GET.get("category")
     if category:
         queryset = queryset.filter(category__slug=category)
-    products = [product.as_dict() for product in queryset]
+    products = queryset.api_rows()
     return JsonResponse({"count": len(products), "products": products})
 
 
 @require_GET
 def product_detail(request: HttpRequest, product_id: int) -> JsonResponse:
     """One product, or 404."""
-    product = get_object_or_404(Product.objects.select_related("category"), pk=product_id)
+    product = Product.objects.with_category_slug(product_id)
+    if product is None:
+        raise Http404("No product matches the given query.")
     return JsonResponse(product.as_dict())
 
 
