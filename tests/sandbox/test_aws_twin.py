@@ -43,7 +43,10 @@ def test_seeded_task_definition_and_secrets(aws_twin: Twin) -> None:
     assert service["launchType"] == "FARGATE"
     assert service["loadBalancers"][0]["containerPort"] == 8000
     assert service["deploymentConfiguration"]["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
-    task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    # The seeded revision, not the service's current one: the ECS tests roll the shared twin forward.
+    seeded = aws_twin.facts["task_definition_arn"]
+    assert service["taskDefinition"].rsplit(":", 1)[0] == seeded.rsplit(":", 1)[0]
+    task = ecs.describe_task_definition(taskDefinition=seeded)["taskDefinition"]
     assert task["family"] == "demo-web" and task["requiresCompatibilities"] == ["FARGATE"]
     assert task["executionRoleArn"].endswith(":role/shipbook-demo-task-execution")
     container = task["containerDefinitions"][0]
