@@ -73,6 +73,21 @@ def test_run_kills_the_process_group_at_the_deadline(tmp_path):
     assert not marker.exists()  # the grandchild died with the group
 
 
+def test_run_reports_progress_while_it_waits_and_keeps_all_output(tmp_path):
+    script = "import sys, time\nfor i in range(4):\n    print('line', i, flush=True)\n    time.sleep(0.4)\n" \
+             "print('x' * 200000)\nsys.stderr.write('done\\n')\n"
+    (tmp_path / "slow.py").write_text(script)
+    seen: list[float] = []
+    ran = worktree.run([sys.executable, "slow.py"], cwd=tmp_path, timeout=30, still_running=seen.append, every=0.3)
+    assert ran.returncode == 0 and ran.stderr == "done\n"
+    assert ran.stdout.splitlines()[:4] == ["line 0", "line 1", "line 2", "line 3"]
+    assert len(ran.stdout.splitlines()[4]) == 200000  # nothing lost across the timeouts
+    assert len(seen) >= 3 and seen == sorted(seen) and all(0 < s < ran.seconds for s in seen)
+    with pytest.raises(InfraError, match="did not finish within 1s"):  # the deadline still holds
+        worktree.run([sys.executable, "-c", "import time; time.sleep(30)"], cwd=tmp_path, timeout=1,
+                     still_running=seen.append, every=0.3)
+
+
 def test_child_env_carries_no_credentials(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
     monkeypatch.setenv("GITHUB_TOKEN", "nope")
@@ -163,6 +178,18 @@ def test_tests_run_at_the_release_commit_in_a_clean_worktree(tmp_path):
     make_repo(tmp_path, {"tests/test_t.py": UNIT.format(value=2)})
     ok = code.tests(env, checks.release(env, ""), github=None)
     assert ok.verdict == "pass" and ok.summary.startswith("2 tests at ")
+
+
+def test_a_long_test_command_shows_progress(tmp_path):
+    slow = "import time\nimport unittest\n\n\nclass T(unittest.TestCase):\n    def test_slow(self):\n" \
+           "        time.sleep(1.0)\n"
+    repo = make_repo(tmp_path, {"tests/__init__.py": "", "tests/test_slow.py": slow})
+    env = env_for(repo, test_command="python -m unittest discover -s tests -t .")
+    lines: list[str] = []
+    res = code.tests(env, checks.release(env, ""), github=None, report=lines.append, every=0.3)
+    assert res.verdict == "pass", res.summary
+    assert lines and all(" -m unittest discover -s tests -t . still running at " in line for line in lines)
+    assert "gives up at" in lines[0]
 
 
 def test_a_test_command_without_a_summary_fails_with_its_output(tmp_path):

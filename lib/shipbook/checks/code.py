@@ -29,7 +29,7 @@ from typing import Any
 from shipbook import audit, aws, gitinfo, mirror, secretvalues
 from shipbook import notes as notes_draft
 from shipbook.checks import SECTION_1, CheckResult, Release, check, worst
-from shipbook.checks.worktree import Previous, Ran, app_python, checkout, command, previous, run
+from shipbook.checks.worktree import Previous, Ran, app_python, checkout, command, previous, run, shown
 from shipbook.config import Environment, SecretRef
 from shipbook.deploy import notes as deploy_notes
 from shipbook.errors import InfraError, InputError, ShipbookError
@@ -43,6 +43,13 @@ CHECK_IDS = (TESTS, REVIEW, BANDIT, RUFF, NOTES, SHARED)
 SEVERITIES = ("UNDEFINED", "LOW", "MEDIUM", "HIGH")
 REPORT_NAME = "01_precheck.stakeholder.html"
 _AUTO: Any = object()  # "build the GitHub client from the environment"
+
+
+def _say(line: str) -> None:
+    """Progress for the person watching: the cell's output, which the runner forwards to the terminal."""
+    print(line, flush=True)
+
+
 _MAX_ROWS = 60
 
 
@@ -172,13 +179,20 @@ def ci_check_runs(gh: GitHub, sha: str) -> list[dict[str, Any]]:
 
 @check(TESTS)
 def tests(env: Environment, release: Release, *, github: Any = _AUTO, thresholds: CodeThresholds | None = None,
-          python: str | None = None) -> CheckResult:
-    """The app's test command in a clean worktree of the release commit, plus the commit's CI check runs."""
+          python: str | None = None, report: Callable[[str], None] = _say, every: float = 30.0) -> CheckResult:
+    """The app's test command in a clean worktree of the release commit, plus the commit's CI check runs.
+
+    While the command runs, `report` gets a line every `every` seconds: a test suite can take minutes.
+    """
     th = thresholds or CodeThresholds.from_env(env)
     timeout = min(th.test_timeout, max(30.0, env.runner.cell_timeout - 30.0))
     args = command(env.app.test_command, python or app_python(env))
+
+    def still_running(seconds: float) -> None:
+        report(f"… {shown(args)} still running at {release.short}: {seconds:.0f}s (gives up at {timeout:.0f}s)")
+
     with checkout(release.repo, release.commit) as tree:
-        ran = run(args, cwd=tree, timeout=timeout)
+        ran = run(args, cwd=tree, timeout=timeout, still_running=still_running, every=every)
     counts = parse_test_output(ran.output)
     local = {"source": f"{ran.shown} @ {release.short}", "ran": counts.ran, "passed": counts.passed,
              "failed": counts.failures, "errors": counts.errors, "skipped": counts.skipped,

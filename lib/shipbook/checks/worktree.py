@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,16 +146,21 @@ class Ran:
 
     @property
     def shown(self) -> str:
-        """The command as a person would type it (the interpreter's path shortened)."""
-        args = [Path(a).name if i == 0 else a for i, a in enumerate(self.args)]
-        return shlex.join(args)
+        return shown(self.args)
 
 
-def run(args: Sequence[str], cwd: Path, timeout: float, env: Mapping[str, str] | None = None) -> Ran:
+def shown(args: Sequence[str]) -> str:
+    """The command as a person would type it (the program's path shortened)."""
+    return shlex.join([Path(args[0]).name, *args[1:]])
+
+
+def run(args: Sequence[str], cwd: Path, timeout: float, env: Mapping[str, str] | None = None,
+        still_running: Callable[[float], None] | None = None, every: float = 15.0) -> Ran:
     """Run `args` in `cwd` with a deadline; on timeout the whole process group is killed.
 
     Why a process group: a test runner may start workers; killing only the direct child would
-    leave them running after the check gave up.
+    leave them running after the check gave up. `still_running(seconds)` is called every `every`
+    seconds while the process runs, so a long wait shows progress.
     """
     t0 = time.monotonic()
     try:
@@ -164,13 +169,20 @@ def run(args: Sequence[str], cwd: Path, timeout: float, env: Mapping[str, str] |
                                 text=True, start_new_session=True)
     except OSError as exc:
         raise InfraError(f"cannot run {args[0]}: {exc}") from exc
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
-        raise InfraError(f"{shlex.join([Path(args[0]).name, *args[1:]])} did not finish within {timeout:.0f}s "
-                         "(killed)") from None
+    deadline = t0 + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            # communicate() may be called again after a timeout without losing output
+            out, err = proc.communicate(timeout=max(0.0, min(left, every) if still_running else left))
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() < deadline and still_running is not None:
+                still_running(time.monotonic() - t0)
+                continue
+            _kill_group(proc)
+            proc.communicate()
+            raise InfraError(f"{shown(args)} did not finish within {timeout:.0f}s (killed)") from None
     return Ran(list(args), proc.returncode, out, err, time.monotonic() - t0)
 
 
