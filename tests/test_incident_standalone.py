@@ -103,6 +103,11 @@ def test_an_incident_its_re_run_and_its_postmortem_live_in_the_incident_dir(make
     assert pm.data["facts"]["postmortem_lang"] == "en" and pm.data["status"] == "open"
     assert not (nbdir / "postmortem.en.ipynb").exists()  # the copy lived in a temp dir
     assert len(ledger.lines()) == 3 and audit.verify(runs, env.name) == []
+    # runs/index.html, rebuilt by each run, lists the incident with its notebooks
+    incidents_part = (runs / "index.html").read_text(encoding="utf-8").split("<h2>Incidents</h2>")[1]
+    assert f'data-run-id="{rec.run_id}"' in incidents_part
+    for page in ("incident.stakeholder.html", "postmortem.en.stakeholder.html"):
+        assert f"{rec.run_id}/{page}" in incidents_part
 
 
 def test_a_failing_incident_notebook_is_recorded_and_raised(make_env, nbdir, tmp_path):

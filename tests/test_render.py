@@ -265,9 +265,27 @@ def test_index_skips_unreadable_records_and_incidents(runs_root: Path, caplog: p
     assert "20261130T000000Z-broken" in caplog.text and "20261130T000001Z-list" in caplog.text
 
 
+def test_index_lists_incidents_in_their_own_table_with_links(runs_root: Path, rendered: dict[str, Path]) -> None:
+    inc_dir = runs_root / "sandbox" / "incidents" / "inc-20261128T160000Z-aa11bb"
+    _copy_views(rendered, inc_dir, "incident")
+    _copy_views(rendered, inc_dir, "postmortem")
+    record = _run_record("inc-20261128T160000Z-aa11bb", "v1.0.0", "open", "2026-11-28T16:00:00+00:00",
+                         "2026-11-28T16:01:30+00:00", [_phase("incident", "incident.ipynb", "succeeded"),
+                                                       _phase("postmortem", "postmortem.ipynb", "succeeded")])
+    (inc_dir / "run.json").write_text(json.dumps({**record, "kind": "incident"}), encoding="utf-8")
+    page = write_index(runs_root).read_text(encoding="utf-8")
+    runs_part, incidents_part = page.split("<h2>Incidents</h2>")
+    assert "inc-20261128T160000Z-aa11bb" not in runs_part and runs_part.count("<tr data-run-id=") == 2
+    assert incidents_part.count("<tr data-run-id=") == 1 and "1 incident(s)" in incidents_part
+    assert '<span class="badge badge-open">open</span>' in incidents_part
+    assert "<th>suspected version</th>" in incidents_part and "1m 30s" in incidents_part
+    for stem in ("incident", "postmortem"):
+        assert f'href="sandbox/incidents/inc-20261128T160000Z-aa11bb/{stem}.stakeholder.html"' in incidents_part
+
+
 def test_index_of_no_runs(tmp_path: Path) -> None:
     page = write_index(tmp_path / "runs").read_text(encoding="utf-8")
-    assert "No runs yet." in page
+    assert "No runs yet." in page and "No incidents." in page
 
 
 def test_index_is_redacted(runs_root: Path) -> None:

@@ -734,7 +734,8 @@ def run_standalone(env: Environment, kind: str, incident_id: str, params: dict[s
     `variant` (e.g. the postmortem's language) keeps its own files: `postmortem.en.ipynb`, run
     from a private copy of the notebook under that name.
     """
-    from shipbook.pipeline import Runner  # papermill and nbconvert load only for a run
+    from shipbook import render  # nbconvert loads only for a run
+    from shipbook.pipeline import Runner  # papermill too
 
     if kind not in STANDALONE:
         raise InputError("notebook", f"unknown standalone notebook {kind!r} (known: {', '.join(STANDALONE)})")
@@ -772,6 +773,7 @@ def run_standalone(env: Environment, kind: str, incident_id: str, params: dict[s
     rec.data.update(status="open" if outcome.status == "succeeded" else "failed", finished=audit.now_iso())
     rec.save(redactor)
     ledger.append(rec.run_id, audit.sha256_file(rec.path))
+    render.write_index(runs_root, redactor)
     if outcome.status == "failed":
         error_class = PhaseInfraError if outcome.infra else PhaseError
         raise error_class(kind, outcome.cell or "?", outcome.error or "failed", str(run_dir / notebook))

@@ -128,7 +128,7 @@ def render_notebook(nb: NotebookNode, out_dir: Path, stem: str, redactor: Redact
 
 # The runner writes "rolled-back"; the spelling "rolled_back" gets the same badge.
 _KNOWN_STATUSES = frozenset(
-    {"running", "succeeded", "blocked", "failed", "pending", "skipped", "rolled-back", "cancelled"}
+    {"running", "succeeded", "blocked", "failed", "pending", "skipped", "rolled-back", "cancelled", "open"}
 )
 
 
@@ -151,10 +151,11 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _load_runs(runs_root: Path) -> list[_Run]:
+def _load_runs(runs_root: Path, incidents: bool = False) -> list[_Run]:
+    """Release runs (runs/<env>/<version>/<run-id>/), or with `incidents` the incidents (runs/<env>/incidents/<id>/)."""
     runs: list[_Run] = []
     for path in sorted(runs_root.glob("*/*/*/run.json")):
-        if path.parent.parent.name == "incidents":
+        if (path.parent.parent.name == "incidents") != incidents:
             continue
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -282,24 +283,40 @@ code {{ font-size: .9em; }}
 .badge-blocked {{ background: #9a6700; }}
 .badge-failed {{ background: #cf222e; }}
 .badge-rolled-back {{ background: #8250df; }}
+.badge-open {{ background: #bc4c00; }}
+h2 {{ font-size: 1.2em; margin-top: 1.5em; }}
 .badge-pending, .badge-skipped, .badge-cancelled, .badge-unknown {{ background: #6e7781; }}
 """
 
 
+def _table(runs_root: Path, runs: list[_Run], kind: str, head: list[str], empty: str) -> str:
+    header = "".join(f"<th>{h}</th>" for h in head)
+    rows = "\n".join(_row_html(runs_root, run) for run in runs) or f'<tr><td colspan="{len(head)}">{empty}</td></tr>'
+    return f"""<div class="scroll">
+<table class="{kind}">
+<thead><tr>{header}</tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+</div>"""
+
+
 def write_index(runs_root: Path, redactor: Redactor | None = None) -> Path:
-    """Rebuild `runs_root/index.html`: every run, newest first, with links to each phase.
+    """Rebuild `runs_root/index.html`: every run, newest first, with links to each phase; then the incidents.
 
     Unreadable run.json files are skipped with a warning rather than breaking the page for
     every other run. Without a redactor, the credential patterns are still masked.
     """
     runs_root = Path(runs_root)
     runs = _load_runs(runs_root) if runs_root.is_dir() else []
-    head = ["env", "version", "run id", "status", "started", "duration", "operator", "phases"]
-    header = "".join(f"<th>{h}</th>" for h in head)
-    if runs:
-        rows = "\n".join(_row_html(runs_root, run) for run in runs)
-    else:
-        rows = f'<tr><td colspan="{len(head)}">No runs yet.</td></tr>'
+    incidents = _load_runs(runs_root, incidents=True) if runs_root.is_dir() else []
+    runs_table = _table(runs_root, runs, "runs",
+                        ["env", "version", "run id", "status", "started", "duration", "operator", "phases"],
+                        "No runs yet.")
+    incidents_table = _table(runs_root, incidents, "incidents",
+                             ["env", "suspected version", "incident", "status", "opened", "last run", "operator",
+                              "notebooks"], "No incidents.")
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -311,14 +328,10 @@ def write_index(runs_root: Path, redactor: Redactor | None = None) -> Path:
 <body>
 <h1>shipbook runs</h1>
 <p class="muted">{len(runs)} run(s), newest first. "report" is the stakeholder view, "full" includes the code.</p>
-<div class="scroll">
-<table class="runs">
-<thead><tr>{header}</tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-</div>
+{runs_table}
+<h2>Incidents</h2>
+<p class="muted">{len(incidents)} incident(s), newest first: the incident notebook and its postmortems.</p>
+{incidents_table}
 </body>
 </html>
 """
