@@ -43,14 +43,12 @@ CHECK_IDS = (TESTS, REVIEW, BANDIT, RUFF, NOTES, SHARED)
 SEVERITIES = ("UNDEFINED", "LOW", "MEDIUM", "HIGH")
 REPORT_NAME = "01_precheck.stakeholder.html"
 _AUTO: Any = object()  # "build the GitHub client from the environment"
+_MAX_ROWS = 60
 
 
 def _say(line: str) -> None:
     """Progress for the person watching: the cell's output, which the runner forwards to the terminal."""
     print(line, flush=True)
-
-
-_MAX_ROWS = 60
 
 
 @dataclass(frozen=True)

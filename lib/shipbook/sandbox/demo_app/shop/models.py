@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import F
 
 
 class Category(models.Model):
@@ -32,9 +31,7 @@ _PRODUCT_WITH_CATEGORY_SQL = (
 class ProductQuerySet(models.QuerySet):
     def api_rows(self) -> list[dict[str, object]]:
         """The API form of every product, read as plain rows (the list builds no model instances)."""
-        rows = self.annotate(category_slug=F("category__slug")).values_list(
-            "pk", "sku", "name", "price", "category_slug"
-        )
+        rows = self.values_list("pk", "sku", "name", "price", "category__slug")
         return [
             {"id": pk, "sku": sku, "name": name, "price": str(price), "category": category}
             for pk, sku, name, price, category in rows
