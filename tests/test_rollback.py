@@ -176,6 +176,11 @@ MIG_0002 = "from django.db import migrations\nclass Migration(migrations.Migrati
 
 @pytest.fixture
 def repo(tmp_path):
+    return release_repo(tmp_path, REVERSIBLE, "0003_category")
+
+
+def release_repo(tmp_path, migration: str, name: str):
+    """v0.9.0 with two migrations, tagged and pushed; v1.0.0 adds `migration` as shop/migrations/`name`.py."""
     r = make_app_repo(tmp_path)  # v0.9.0 tagged and pushed; the v1.0.0 release commit on main
     (r.work / "shop" / "migrations").mkdir(parents=True)
     git(r.work, "checkout", "-q", "v0.9.0")
@@ -187,7 +192,7 @@ def repo(tmp_path):
     r.tag("v0.9.0")
     git(r.work, "checkout", "-q", "main")
     git(r.work, "merge", "-q", "--no-edit", "old")
-    r.commit("shop/migrations/0003_category.py", REVERSIBLE.replace("0002_seed", "0002_seed"), "categories")
+    r.commit(f"shop/migrations/{name}.py", migration, name)
     git(r.work, "push", "-q", "origin", "main")
     r.tag("v1.0.0")
     return r
@@ -206,9 +211,12 @@ def test_the_plan_names_target_tag_and_database_steps(repo):
     assert p.previous_commit == git(repo.work, "rev-parse", "v0.9.0^{commit}")
     assert [m.label for m in p.db.migrations] == ["shop.0003_category"]
     assert p.db.action == db.REVERSE and p.db.commands[0][3:5] == ["shop", "0002_seed"]
-    steps = p.steps()
-    assert list(steps["what"]) == ["database", "code", "code", "verify"]
-    assert "v1.0.1-rollback" in steps.iloc[1]["detail"]
+    steps = p.steps()  # an additive release: the previous code runs on its schema, so the code goes back first
+    assert p.db.order == db.CODE_FIRST and p.db.error_window.startswith("none expected")
+    assert list(steps["what"]) == ["code", "code", "database", "verify", "measure"]
+    assert "v1.0.1-rollback" in steps.iloc[0]["detail"] and steps.iloc[0]["why"].startswith("code first")
+    assert "migrate shop 0002_seed" in steps.iloc[2]["detail"] and steps.iloc[2]["why"].startswith("after the code")
+    assert "order: code first" in p.check()["summary"] and "expected error window: none" in p.check()["summary"]
     assert p.check()["verdict"] == "skip"  # dry run by default
 
 
@@ -374,10 +382,11 @@ def test_a_dry_run_plans_and_changes_nothing(repo, tmp_path, monkeypatch):
     rb = rollback.start(rb_env(repo), "v1.0.0", deploy_started=T0.isoformat(), run_id="r1", report=lambda s: None)
     assert rb.make_plan().set_index("item").loc["mode", "value"].startswith("DRY RUN")
     rb.gate()
-    assert rb.database().iloc[0]["result"].startswith("dry run") and rb.db_result.verdict == "skip"
+    assert rb.database().iloc[0]["result"].startswith("not here — code first") and rb.db_result is None
     rb.push()
     assert rb.deployment is not None and not rb.deployment.tag.pushed
     rb.watch()
+    assert rb.database(before_code=False).iloc[0]["result"].startswith("dry run") and rb.db_result.verdict == "skip"
     after = rb.verify()
     assert after.dry
     rb.finish()

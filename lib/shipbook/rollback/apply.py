@@ -1,9 +1,11 @@
-"""Applying a rollback plan: the database step, then the code (tag + push + the deploy phase's watchers).
+"""Applying a rollback plan: the database step and the code (tag + push + the deploy phase's watchers),
+in the order the plan gives (`db.order_steps`).
 
-Database, before the code goes back:
-- reverse: each `migrate <app> <target>` runs as a one-off ECS task from the still-deployed task
-  definition (the release's image has the migrations' reverse code; the previous image does
-  not), in the service's network, and must exit 0;
+Database:
+- reverse: each `migrate <app> <target>` runs as a one-off ECS task of the broken release's task
+  definition, recorded at plan time (its image has the migrations' reverse code; the previous
+  image does not — and after a code-first rollback the service already runs the previous one),
+  in the service's network, and must exit 0;
 - restore: RestoreDBInstanceFromDBSnapshot into a new identifier, wait until available, then
   swap — rename the current instance away and the restored one into its identifier (the
   endpoint the app's DATABASE_URL names follows the identifier), or rewrite DATABASE_URL's
@@ -137,13 +139,15 @@ def _task_log_tail(env: Environment, td: str, arn: str, ecs: Any, logs: Any | No
 
 
 def reverse_migrations(env: Environment, plan: Plan, *, ecs: Any, logs: Any | None, settings: RollbackSettings,
-                       now: Clock = utcnow, sleep: Sleep = time.sleep, report: Reporter = say) -> StepResult:
-    """Each reverse `migrate`, in order, stopping at the first that fails."""
+                       now: Clock = utcnow, sleep: Sleep = time.sleep, report: Reporter = say,
+                       task_definition: str = "") -> StepResult:
+    """Each reverse `migrate`, in order, stopping at the first that fails, in one-off tasks of `task_definition`
+    (the broken release's: the previous image does not have the migrations it must reverse)."""
     res = StepResult(DATABASE, "pass", "", started=now())
     for cmd in plan.db.commands:
         try:
             row = run_one_off(env, cmd, ecs=ecs, logs=logs, timeout=settings.migrate_timeout, poll=settings.poll,
-                              now=now, sleep=sleep, report=report)
+                              now=now, sleep=sleep, report=report, task_definition=task_definition)
         except ShipbookError as exc:
             row = {"command": " ".join(cmd), "task": "", "exit code": None, "result": f"could not run: {brief(exc)}",
                    "ok": False}

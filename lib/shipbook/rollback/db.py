@@ -48,6 +48,10 @@ REVERSE = "reverse"
 NOTHING = "none"
 KEEP = "keep"
 
+CODE_FIRST = "code first"  # the previous code runs on the new schema: it goes back, then the database does
+DATABASE_FIRST = "database first"  # it does not: the database goes back first, the code right after
+CODE_ONLY = "code only"
+
 
 @dataclass
 class Operation:
@@ -233,6 +237,14 @@ class DbPlan:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     why: str = ""
+    order: str = CODE_ONLY
+    order_why: str = ""
+    error_window: str = "none expected: the database is not touched"
+    error_window_seconds: float = 0.0
+
+    @property
+    def changes_database(self) -> bool:
+        return self.action in (REVERSE, RESTORE)
 
     @property
     def data_loss_window(self) -> timedelta | None:
@@ -258,6 +270,7 @@ class DbPlan:
             rows += [("command (one-off task, release's task definition)", " ".join(c)) for c in self.commands]
         rows += [("previous code on the new schema", "runs (additive changes only)" if self.compatible else
                   "does NOT run (the release changed or removed what it uses)")]
+        rows += [("order", f"{self.order}: {self.order_why}"), ("expected error window", self.error_window)]
         if self.action == RESTORE or (self.snapshot and self.action == KEEP):
             snap = self.snapshot
             rows += [("snapshot", f"{snap.id} ({snap.status}, {snap.created:%Y-%m-%d %H:%M:%S} UTC)"
@@ -291,10 +304,55 @@ def reverse_commands(migrations: list[Migration], targets: dict[str, str]) -> li
     return [["python", "manage.py", "migrate", app, targets[app], "--noinput"] for app in order]
 
 
+def order_steps(p: DbPlan, rollout_seconds: float | None) -> DbPlan:
+    """Decide the order of the code and database steps, and the error window it costs (a pure function).
+
+    Why this order: while the code rolls out, both versions serve; while the database goes back,
+    whatever serves must run on the schema it is left with. When the previous code runs on the
+    new schema (additive changes only), the code goes back first — no request meets a schema
+    its code does not know — and the database follows once the previous code alone serves.
+    When it does not (a column it reads was dropped, renamed or changed), there is no order
+    without an error window: the database goes first (it is what the previous code needs) and
+    the code right after; the window is about one rollout, estimated from the broken deploy's.
+    """
+    rollout = f"≈{rollout_seconds:.0f}s, the broken release's own rollout time" if rollout_seconds else \
+        "about one rollout (its length is unknown: no deploy times recorded)"
+    p.error_window_seconds = 0.0
+    if not p.changes_database:
+        p.order, p.order_why = CODE_ONLY, "the database is left as it is"
+        p.error_window = ("none expected beyond the fault itself: the database is not touched"
+                          if p.compatible or p.action == NOTHING else
+                          "UNBOUNDED: the previous code may fail on the new schema until the database is fixed by hand")
+        return p
+    if p.compatible:
+        p.order = CODE_FIRST
+        p.order_why = ("the previous code runs on the new schema (additive changes only): the code goes back first; "
+                       "the database follows once the previous code is healthy and serving alone")
+        p.error_window = "none expected beyond the fault itself: no request meets a schema its code does not know"
+        return p
+    p.order = DATABASE_FIRST
+    bad = ", ".join(m.label for m in p.migrations if not m.additive) or "the release's migrations"
+    p.order_why = (f"the previous code does NOT run on the new schema ({bad}): the database goes back first, the "
+                   "code right after, so the window lasts one rollout instead of until the database is done")
+    p.error_window = (f"from the database step until the previous code serves alone ({rollout}): requests that reach "
+                      f"{'the release' if p.action == REVERSE else 'either version'} on the other schema may fail")
+    p.error_window_seconds = float(rollout_seconds or 0.0)
+    return p
+
+
 def plan_database(migrations: list[Migration], targets: dict[str, str], target_problems: list[str], *,
                   instance: str, snapshot: Snapshot | None, confirm: bool, db_action: str, swap: str,
-                  now: datetime, rollback_command: str) -> DbPlan:
-    """Decide none / reverse / restore / keep from the analysed migrations (a pure function)."""
+                  now: datetime, rollback_command: str, rollout_seconds: float | None = None) -> DbPlan:
+    """Decide none / reverse / restore / keep, then the order of the steps (a pure function)."""
+    return order_steps(_decide(migrations, targets, target_problems, instance=instance, snapshot=snapshot,
+                               confirm=confirm, db_action=db_action, swap=swap, now=now,
+                               rollback_command=rollback_command), rollout_seconds)
+
+
+def _decide(migrations: list[Migration], targets: dict[str, str], target_problems: list[str], *,
+            instance: str, snapshot: Snapshot | None, confirm: bool, db_action: str, swap: str,
+            now: datetime, rollback_command: str) -> DbPlan:
+    """none / reverse / restore / keep from the analysed migrations."""
     compatible = all(m.additive for m in migrations)
     p = DbPlan(NOTHING, migrations, targets, compatible=compatible, snapshot=snapshot, instance=instance,
                swap=swap, confirmed=confirm, planned_at=now)

@@ -23,15 +23,17 @@ from matplotlib.figure import Figure
 from shipbook import aws, gitinfo, result
 from shipbook.config import Environment
 from shipbook.deploy import phase as deploy_phase
-from shipbook.deploy.health import http_probe, join, served_version
+from shipbook.deploy.health import http_probe, join, same_version, served_version
 from shipbook.deploy.model import CHECK_IDS as DEPLOY_CHECK_IDS
 from shipbook.deploy.model import Check, iso
 from shipbook.errors import InputError, ShipbookError
 from shipbook.github import GitHub
 from shipbook.rollback import apply as apply_mod
 from shipbook.rollback import db as db_mod
+from shipbook.rollback import window as window_mod
 from shipbook.rollback.plan import PHASE, Plan, RollbackSettings, make_plan
 from shipbook.verify import phase as verify_phase
+from shipbook.verify import reach
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,8 @@ class Rollback:
 
     def __init__(self, env: Environment, version: str, *, previous_version: str = "", snapshot_id: str = "",
                  confirm_db_restore: bool = False, db_action: str = "", dry_run: bool = True, run_id: str = "",
-                 deploy_started: str = "", rollback_reasons: Any = None, tag_override: str = "",
+                 deploy_started: str = "", deploy_finished: str = "", rollback_reasons: Any = None,
+                 tag_override: str = "",
                  settings: RollbackSettings | None = None, now: Callable[[], datetime] = apply_mod.utcnow,
                  sleep: Callable[[float], None] = time.sleep, report: Reporter = say) -> None:
         self.env = env
@@ -96,6 +99,9 @@ class Rollback:
         self.settings = settings or RollbackSettings.from_env(env)
         self.now, self.sleep, self.report = now, sleep, report
         self._deploy_started = verify_phase.parse_time(deploy_started)
+        self._deploy_finished = verify_phase.parse_time(deploy_finished)
+        self.applied_at: datetime | None = None  # the first change this rollback made
+        self.measured: window_mod.RollbackWindow | None = None
         self.plan: Plan | None = None
         self.db_result: apply_mod.StepResult | None = None
         self.deployment: deploy_phase.Deployment | None = None
@@ -120,18 +126,37 @@ class Rollback:
                 log.warning("the broken deploy's start is unknown: %s", exc)
         return self._deploy_started
 
-    def make_plan(self, rds: Any = None) -> pd.DataFrame:
+    def make_plan(self, rds: Any = None, ecs: Any = None) -> pd.DataFrame:
         """Compute the plan (reads only) and show it."""
         served = ""
         if self.env.app.public_url and self.env.app.version_path:
             probe = http_probe(join(self.env.app.public_url, self.env.app.version_path))
             served = served_version(probe.body) if probe.status == 200 else probe.describe()
+        started = self.broken_deploy_started()
+        rollout = (self._deploy_finished - started).total_seconds() if started and self._deploy_finished and \
+            self._deploy_finished > started else None
         self.plan = make_plan(self.env, self.version, previous_version=self.previous_version,
                               snapshot_id=self.snapshot_id, confirm_db_restore=self.confirm, db_action=self.db_action,
-                              dry_run=self.dry_run, run_id=self.run_id, deploy_started=self.broken_deploy_started(),
+                              dry_run=self.dry_run, run_id=self.run_id, deploy_started=started,
                               reasons=self.reasons, served=served, rollback_tag_override=self.tag_override,
-                              settings=self.settings, rds=rds, now=self.now())
+                              settings=self.settings, rds=rds, now=self.now(), rollout_seconds=rollout)
+        if self.plan.db.action == db_mod.REVERSE:
+            self.plan.release_task_definition = self._release_task_definition(ecs)
         return self.plan.table()
+
+    def _release_task_definition(self, ecs: Any = None) -> str:
+        """The task definition serving now — the broken release's, whose image has its migrations' reverse code.
+
+        Read before the code goes back: afterwards the service runs the previous release's, which
+        does not know the migrations it must reverse.
+        """
+        try:
+            svc = aws.call(ecs or aws.client(self.env, "ecs"), "describe_services", cluster=self.env.stack.cluster,
+                           services=[self.env.stack.service])["services"]
+        except ShipbookError as exc:
+            log.warning("the service's task definition could not be read: %s", exc)
+            return ""
+        return svc[0].get("taskDefinition", "") if svc else ""
 
     def _need_plan(self) -> Plan:
         if self.plan is None:
@@ -164,17 +189,36 @@ class Rollback:
             return f"not done: {self.stopped}"
         return ""
 
-    def database(self, ecs: Any = None, rds: Any = None, logs: Any = None, secrets: Any = None) -> pd.DataFrame:
-        """The database step of the plan: reverse migrations, or restore and swap, or nothing."""
+    def database(self, before_code: bool = True, ecs: Any = None, rds: Any = None, logs: Any = None,
+                 secrets: Any = None) -> pd.DataFrame:
+        """The database step of the plan, in the slot the plan's order gives it (called before and after the code).
+
+        Code first: the step runs only once the previous code is healthy and serving alone;
+        otherwise it waits for a person (the schema it would leave is the one the code needs).
+        """
         p = self._need_plan()
+        first = p.db.order == db_mod.DATABASE_FIRST
+        if not before_code and not p.db.changes_database:
+            return pd.DataFrame([{"result": "nothing more: the database step ran before the code"}])
+        if p.db.changes_database and before_code != first:
+            where = "after the code is healthy and serving" if before_code else "before the code (above)"
+            return pd.DataFrame([{"result": f"not here — {p.db.order}: the database step runs {where}"}])
         skipped = self._skip("the database step")
+        if not skipped and not before_code:
+            skipped = self._previous_code_serving_alone()
         if skipped:
-            self.db_result = apply_mod.StepResult(apply_mod.DATABASE, "skip", skipped, [{"result": skipped}])
+            self.db_result = apply_mod.StepResult(apply_mod.DATABASE, "skip" if self.dry_run else "warn", skipped,
+                                                  [{"result": skipped}])
+            if not self.dry_run and p.db.commands:
+                self.db_result.summary += "; reverse it later with: " + "; ".join(" ".join(c) for c in p.db.commands)
+            self.report(f"{apply_mod.DATABASE}: {self.db_result.verdict.upper()} — {self.db_result.summary}")
             return self.db_result.table()
+        self._mark_applied()
         if p.db.action == db_mod.REVERSE:
             self.db_result = apply_mod.reverse_migrations(
                 self.env, p, ecs=ecs or aws.client(self.env, "ecs"), logs=logs or aws.client(self.env, "logs"),
-                settings=self.settings, now=self.now, sleep=self.sleep, report=self.report)
+                settings=self.settings, now=self.now, sleep=self.sleep, report=self.report,
+                task_definition=p.release_task_definition)
             if self.db_result.verdict == "fail":
                 if p.db.compatible:
                     self.db_result.verdict = "warn"
@@ -205,6 +249,36 @@ class Rollback:
             self.db_result.rows = [{"result": self.db_result.summary}]
         return self.db_result.table()
 
+    def _previous_code_serving_alone(self, probes: int = 5) -> str:
+        """'' when the rollout finished and every version probe answers the previous commit, else why."""
+        if self.stopped:
+            return f"not done: {self.stopped}"
+        if self.outcome is None or not self.outcome.stages or self.outcome.failed:
+            return "not done: the rollback's deploy did not finish healthy"
+        if not (self.env.app.public_url and self.env.app.version_path):
+            return ""  # nothing to probe: the watchers' health checks decided
+        url = join(self.env.app.public_url, self.env.app.version_path)
+        for _ in range(probes):
+            probe = http_probe(url)
+            if not (probe.status == 200 and self._is_previous(probe.body)):
+                seen = reach.served_commit(probe.body)[:12] or served_version(probe.body) if probe.status == 200 \
+                    else probe.describe()
+                return f"not done: the previous code is not serving alone yet ({url} answered {seen})"
+            self.sleep(1.0)
+        return ""
+
+    def _is_previous(self, body: str) -> bool:
+        p = self._need_plan()
+        commit = reach.served_commit(body)
+        if commit:
+            return commit[:12] == p.previous_commit[:12]
+        served = served_version(body)
+        return same_version(served, p.previous_version) or same_version(served, p.tag)
+
+    def _mark_applied(self) -> None:
+        if self.applied_at is None and not self.dry_run:
+            self.applied_at = self.now()
+
     def push(self, github: GitHub | None = None, clients: deploy_phase.Clients | None = None) -> pd.DataFrame:
         """Tag the previous release's commit and push it: the deploy workflow starts (deploy.start)."""
         p = self._need_plan()
@@ -216,6 +290,7 @@ class Rollback:
             self.deployment.tag.skipped = skipped
             return self.deployment.table()
         github = github if github is not None else GitHub.from_env(self.env)
+        self._mark_applied()
         self.deployment = deploy_phase.start(self.env, dp, clients=clients,
                                              github=apply_mod.tag_only_runs(github, p.tag), report=self.report,
                                              now=self.now)
@@ -256,6 +331,22 @@ class Rollback:
             self.verification.dry_note = f"not verified: {self.stopped}"
         return self.verification
 
+    def window(self, cloudwatch: Any = None, dims: Any = None) -> pd.DataFrame:
+        """The rollback's own window — its first change to the end of its verification — against the failing
+        release's rate before it (requests, 5xx, the worst pool)."""
+        v = self.verification
+        if self.dry_run or self.applied_at is None:
+            return pd.DataFrame([("window", "dry run: nothing changed" if self.dry_run else
+                                  "the rollback changed nothing")], columns=["item", "value"])
+        canary = v.windows.canary if v is not None and v.windows is not None else None
+        end = min(canary.end, self.now()) if canary is not None and not v.dry else self.now()  # type: ignore[union-attr]
+        failing_start = self._deploy_finished or self.broken_deploy_started() or self.applied_at
+        self.measured = window_mod.measure(self.env, start=self.applied_at, end=end, failing_start=failing_start,
+                                           cloudwatch=cloudwatch, dims=dims)
+        c = self.measured.check()
+        self.report(f"{c.id}: {c.verdict.upper()} — {c.summary}")
+        return self.measured.table()
+
     # ------------------------------------------------------------------ the end
 
     def checks(self) -> list[Check]:
@@ -279,6 +370,8 @@ class Rollback:
         elif not self.dry_run:
             out.append(Check(VERIFY, "skip" if self.stopped else "fail",
                              f"not verified: {self.stopped}" if self.stopped else "the verification did not run"))
+        if self.measured is not None:
+            out.append(self.measured.check())
         return out
 
     def final_state(self) -> pd.DataFrame:
@@ -298,6 +391,9 @@ class Rollback:
             rows.append(("data-loss window", loss))
         j = v.judgement if v else None
         rows.append(("performance after the rollback", j.explain() if j else "not judged"))
+        base = v.windows.baseline if v is not None and v.windows is not None else None
+        rows.append(("judged against", base.describe() + " — before the broken release's deploy" if base else "—"))
+        rows.append(("the rollback's own window", self.measured.check().summary if self.measured else "not measured"))
         rows.append(("verdict", self.verdict()))
         return pd.DataFrame(rows, columns=["item", "value"])
 
@@ -323,6 +419,12 @@ class Rollback:
         if self.outcome is not None and self.outcome.deployment.active:
             out.update(rollback_started=iso(self.outcome.deployment.started),
                        rollback_finished=iso(self.outcome.finished))
+        out.update(rollback_order=p.db.order, rollback_error_window=p.db.error_window)
+        v = self.verification
+        if v is not None and v.windows is not None:
+            out["rollback_baseline"] = {"start": iso(v.windows.baseline.start), "end": iso(v.windows.baseline.end)}
+        if self.measured is not None:
+            out.update(self.measured.facts())
         if p.db.action == db_mod.RESTORE and p.db.data_loss_window is not None:
             out["data_loss_window_minutes"] = round(p.db.data_loss_window.total_seconds() / 60, 1)
         return out

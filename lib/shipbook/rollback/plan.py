@@ -43,6 +43,8 @@ class RollbackSettings:
     migrate_timeout: float = 1800.0
     restore_timeout: float = 3600.0
     poll: float = 5.0
+    pool_seconds: int = 60
+    pool_min_requests: int = 50
 
     @classmethod
     def from_env(cls, env: Any) -> RollbackSettings:
@@ -110,6 +112,7 @@ class Plan:
     reasons: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    release_task_definition: str = ""  # the broken release's: its image has the reverse code of its migrations
 
     @property
     def blocked(self) -> bool:
@@ -127,29 +130,48 @@ class Plan:
                 ("rollback tag", self.tag + (f" — {self.tag_note}" if self.tag_note else "")
                  + (" (created by this run already: resuming)" if self.resumed else "")),
                 ("remote", self.remote), ("database", self.db.table().iloc[0]["value"]),
+                ("order", f"{self.db.order}: {self.db.order_why}"),
+                ("expected error window", self.db.error_window),
                 ("why roll back", "; ".join(self.reasons) or "(asked for: make rollback)"),
                 ("mode", "DRY RUN: nothing changes" if self.dry_run else "apply")]
         rows += [("problem", p) for p in self.problems + self.db.problems]
         rows += [("warning", w) for w in self.warnings + self.db.warnings]
         return pd.DataFrame(rows, columns=["item", "value"])
 
+    def _database_steps(self) -> list[tuple[str, str, str]]:
+        d = self.db
+        if d.action == db_mod.REVERSE:
+            td = self.release_task_definition.rsplit("/", 1)[-1] or "the release's task definition"
+            return [("database", f"one-off ECS task of {td}: {' '.join(c)}",
+                     "the release's image holds the reverse code of its migrations") for c in d.commands]
+        if d.action == db_mod.RESTORE:
+            return [("database", f"restore {d.snapshot.id if d.snapshot else '?'} into {d.restore_instance}, "
+                                 "wait until available", "a new instance: RDS cannot restore over the old one"),
+                    ("database", d.table().set_index("item").loc["swap", "value"], d.loss_text())]
+        return []
+
     def steps(self) -> pd.DataFrame:
-        """The ordered steps a real run takes."""
-        out: list[tuple[str, str]] = []
-        if self.db.action == db_mod.REVERSE:
-            out += [("database", f"one-off ECS task from the still-deployed task definition: {' '.join(c)}")
-                    for c in self.db.commands]
-        elif self.db.action == db_mod.RESTORE:
-            out += [("database", f"restore {self.db.snapshot.id if self.db.snapshot else '?'} into "
-                                 f"{self.db.restore_instance}, wait until available"),
-                    ("database", self.db.table().set_index("item").loc["swap", "value"]),
-                    ("database", self.db.loss_text())]
-        out += [("code", f"annotated tag {self.tag} on {self.previous_commit[:12]} ({self.previous_version}), "
-                         f"pushed to {self.remote}: the deploy workflow runs"),
-                ("code", "watch workflow, stack, ECS rollout and health as the deploy phase does"),
-                ("verify", f"re-run reachability, smoke tests and the judge against {self.previous_version}'s code "
-                           "(baseline: before the broken deploy)")]
-        return pd.DataFrame([{"step": i + 1, "what": w, "detail": d} for i, (w, d) in enumerate(out)])
+        """The ordered steps a real run takes, each with why it comes where it does."""
+        code = [("code", f"annotated tag {self.tag} on {self.previous_commit[:12]} ({self.previous_version}), "
+                         f"pushed to {self.remote}: the deploy workflow runs", "the same workflow as a release"),
+                ("code", "watch workflow, stack, ECS rollout and health as the deploy phase does",
+                 "the database step after it waits until the previous code is healthy and serving alone"
+                 if self.db.order == db_mod.CODE_FIRST else "")]
+        database = self._database_steps()
+        if self.db.order == db_mod.CODE_FIRST:
+            ordered = code + [(w, d, f"after the code: {why}" if why else "after the code")
+                              for w, d, why in database]
+        else:
+            ordered = database + code
+        if ordered and self.db.order != db_mod.CODE_ONLY:
+            w, d, why = ordered[0]
+            ordered[0] = (w, d, f"{self.db.order}: {self.db.order_why}" + (f"; {why}" if why else ""))
+        ordered += [("verify", f"re-run reachability, smoke tests and the judge against {self.previous_version}'s "
+                               "code", "baseline: the window before the broken release's deploy started"),
+                    ("measure", "requests, 5xx and the worst pooled period from the rollback's start to the end of "
+                                "its verification", "a rollback must not add errors of its own")]
+        return pd.DataFrame([{"step": i + 1, "what": w, "detail": d, "why": why}
+                             for i, (w, d, why) in enumerate(ordered)])
 
     def check(self) -> dict[str, str]:
         problems = self.problems + self.db.problems
@@ -157,7 +179,8 @@ class Plan:
             return {"id": PLAN, "verdict": "fail", "summary": "; ".join(problems)}
         dry = "dry run: " if self.dry_run else ""
         return {"id": PLAN, "verdict": "skip" if self.dry_run else "pass",
-                "summary": f"{dry}{self.version} → {self.previous_version} as {self.tag}; database: {self.db.action}"}
+                "summary": f"{dry}{self.version} → {self.previous_version} as {self.tag}; database: {self.db.action}; "
+                           f"order: {self.db.order}; expected error window: {self.db.error_window}"}
 
 
 def command(env_name: str, version: str, previous_version: str = "", snapshot: str = "") -> str:
@@ -200,7 +223,7 @@ def make_plan(env: Environment, version: str, *, previous_version: str = "", sna
               confirm_db_restore: bool = False, db_action: str = "", dry_run: bool = True, run_id: str = "",
               deploy_started: datetime | None = None, reasons: list[str] | None = None, served: str = "",
               rollback_tag_override: str = "", settings: RollbackSettings | None = None, rds: Any = None,
-              now: datetime | None = None) -> Plan:
+              now: datetime | None = None, rollout_seconds: float | None = None) -> Plan:
     """Read-only: git tags and migrations, the remote's tags, the snapshot. Problems are listed, not raised."""
     settings = settings or RollbackSettings.from_env(env)
     now = now or datetime.now(UTC)
@@ -252,6 +275,6 @@ def make_plan(env: Environment, version: str, *, previous_version: str = "", sna
     cmd = command(env.name, version, previous_version, snapshot.id if snapshot else snapshot_id)
     dbp = db_mod.plan_database(migrations, targets, target_problems, instance=instance, snapshot=snapshot,
                                confirm=confirm_db_restore, db_action=db_action, swap=settings.db_swap, now=now,
-                               rollback_command=cmd)
+                               rollback_command=cmd, rollout_seconds=rollout_seconds)
     return Plan(env.name, version, previous_version, prev_commit, subject, release_commit, tag, note,
                 env.github.remote, dbp, run_id, dry_run, served, tag in mine, list(reasons or []), problems, warnings)

@@ -228,3 +228,20 @@ def window_before(end: datetime, seconds: int, period: int, name: str = "baselin
 def window_after(start: datetime, seconds: int, period: int, name: str = "canary") -> Window:
     start = align(start, period, up=True)
     return Window(name, start, start + timedelta(seconds=seconds))
+
+
+def pooled(frame: pd.DataFrame, seconds: int, min_requests: int) -> pd.DataFrame:
+    """Requests and 5xx summed over pools of `seconds` (aligned to the epoch), with the 5xx rate of each pool.
+
+    Why pooled: a period of a second (the sandbox's) or a quiet minute holds a handful of
+    requests, and one of them failing reads as a 20% or 100% "rate". A rate is given only for
+    pools with at least `min_requests` requests; the others keep their counts and a NaN rate.
+    """
+    cols = ["requests", "errors_5xx", "rate"]
+    if frame.empty or "requests" not in frame:
+        return pd.DataFrame(columns=cols, index=pd.DatetimeIndex([], name="time"), dtype=float)
+    data = frame[["requests", "errors_5xx"]].astype(float).fillna(0.0)
+    out = data.resample(f"{int(seconds)}s", origin="epoch").sum()
+    out["rate"] = (out["errors_5xx"] / out["requests"]).where(out["requests"] >= max(min_requests, 1))
+    out.index.name = "time"
+    return out[cols]
