@@ -206,6 +206,9 @@ class VerifySection:
     alarms: tuple[str, ...] = ()
     log_filter: str = "?ERROR ?CRITICAL ?Traceback ?Exception"
     max_log_events: int = 20000
+    fatal_signature_per_minute: float = 10.0  # a NEW error signature at this rate … (0: off)
+    fatal_signature_seconds: int = 300  # … in every bucket for this long is a fatal bug
+    fatal_signature_bucket_seconds: int = 60
     http_timeout: float = 10.0
     tls_warn_days: int = 21
 
@@ -509,6 +512,7 @@ def _validate(env: Environment, fname: str) -> None:
                 raise ConfigError(fname, key, f"a non-sandbox environment refuses loopback endpoints ({url})")
     if env.verify.no_data not in ("inconclusive", "fail", "ignore"):
         raise ConfigError(fname, "verify.no_data", f"must be inconclusive, fail or ignore, got {env.verify.no_data!r}")
+    _validate_fatal_signature(env.verify, fname)
     if env.rollback.db_swap not in ("rename", "secret"):
         raise ConfigError(fname, "rollback.db_swap", f"must be rename or secret, got {env.rollback.db_swap!r}")
     wait = env.verify.settle_seconds + env.verify.canary_seconds + env.verify.publish_lag_seconds + 60
@@ -533,6 +537,23 @@ def _validate(env: Environment, fname: str) -> None:
     for name, c in enumerate(env.contacts):
         if not c.role or not c.name:
             raise ConfigError(fname, f"contacts[{name}]", "role and name are required")
+
+
+def _validate_fatal_signature(v: VerifySection, fname: str) -> None:
+    """The fatal-signature rule must be able to trip within the log window after the deploy."""
+    if v.fatal_signature_per_minute < 0:
+        raise ConfigError(fname, "verify.fatal_signature_per_minute", "must not be negative (0 turns the rule off)")
+    if v.fatal_signature_bucket_seconds <= 0:
+        raise ConfigError(fname, "verify.fatal_signature_bucket_seconds", "must be positive")
+    if v.fatal_signature_seconds < v.fatal_signature_bucket_seconds:
+        raise ConfigError(fname, "verify.fatal_signature_seconds",
+                          f"must be at least one bucket (fatal_signature_bucket_seconds = "
+                          f"{v.fatal_signature_bucket_seconds}), got {v.fatal_signature_seconds}")
+    window = v.settle_seconds + v.canary_seconds
+    if v.fatal_signature_seconds > window:
+        raise ConfigError(fname, "verify.fatal_signature_seconds",
+                          f"longer than the error logs read after the deploy (settle + canary = {window} s): "
+                          f"it could never trip, got {v.fatal_signature_seconds}")
 
 
 def _validate_precheck_expectations(pc: PrecheckSection, fname: str) -> None:

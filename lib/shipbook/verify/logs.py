@@ -2,7 +2,9 @@
 
 Errors are grouped by a normalised message (numbers, ids, quoted values and hex replaced by
 placeholders), so "KeyError: 'L' on /products/17/" and the same on /products/4/ are one
-signature; a signature that did not occur before the deploy is marked NEW. The filter pattern
+signature; a signature that did not occur before the deploy is marked NEW, and a NEW one logged at
+a sustained rate (the `[verify]` fatal_signature_* keys; see `decision.fatal_signatures`) fails the
+check: it is a fatal bug in the rollback decision. A burst or a low rate only warns. The filter pattern
 narrows what CloudWatch returns; each line is then classified here again (JSON `level` or the
 usual markers), so a server that answers a pattern loosely cannot turn INFO lines into errors.
 Reading stops at `max_log_events` per window and says so.
@@ -15,7 +17,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -24,6 +26,7 @@ from shipbook import aws
 from shipbook.checks import CheckResult
 from shipbook.config import Environment
 from shipbook.errors import ShipbookError
+from shipbook.verify.decision import FatalRule, FatalSignatures, fatal_signatures
 from shipbook.verify.metrics import Window
 
 log = logging.getLogger(__name__)
@@ -69,17 +72,22 @@ def classify(raw: str) -> str | None:
 
 @dataclass
 class LogWindow:
-    """Error lines of one window: signature → count, an example each, how much was read."""
+    """Error lines of one window: signature → count, an example each, each line's time, how much was read."""
 
     window: Window
     scanned: int = 0
     signatures: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
     truncated: bool = False
+    times: list[tuple[datetime, str]] = field(default_factory=list)  # (logged at, signature) per error line
 
     @property
     def errors(self) -> int:
         return sum(self.signatures.values())
+
+    def lines(self) -> pd.DataFrame:
+        """One row per error line with a timestamp: `time` (UTC) and `signature`."""
+        return pd.DataFrame(self.times, columns=["time", "signature"])
 
 
 def read_window(logs: Any, group: str, window: Window, pattern: str, max_events: int) -> LogWindow:
@@ -98,6 +106,8 @@ def read_window(logs: Any, group: str, window: Window, pattern: str, max_events:
                 sig = normalise(text)
                 out.signatures[sig] += 1
                 out.examples.setdefault(sig, text[:300])
+                if isinstance(event.get("timestamp"), int | float):
+                    out.times.append((datetime.fromtimestamp(event["timestamp"] / 1000, tz=UTC), sig))
             if out.scanned >= max_events:
                 out.truncated = True
                 return out
@@ -113,10 +123,11 @@ def _ms(t: datetime) -> int:
 
 @dataclass
 class ErrorLogs:
-    """Both windows and the comparison table."""
+    """Both windows, the comparison table and, once judged, the NEW signatures against the fatal rule."""
 
     before: LogWindow
     after: LogWindow
+    fatal: FatalSignatures | None = None
 
     @property
     def new(self) -> list[str]:
@@ -131,6 +142,17 @@ class ErrorLogs:
         return df.sort_values(["new", "after"], ascending=[False, False], kind="stable").reset_index(drop=True)
 
 
+    def judge_fatal(self, rule: FatalRule) -> FatalSignatures:
+        """The NEW signatures after the deploy against `rule`; a read cut short is judged up to its last line."""
+        w = self.after.window
+        end, note = w.end, ""
+        if self.after.truncated and self.after.times:
+            end = min(w.end, max(t for t, _ in self.after.times))
+            note = f"read stopped early: judged up to {end:%H:%M:%S} UTC only"
+        self.fatal = fatal_signatures(self.after.lines(), self.before.signatures, w.start, end, rule, note)
+        return self.fatal
+
+
 def compare(env: Environment, before: Window, after: Window, pattern: str, max_events: int,
             logs: Any = None) -> ErrorLogs:
     logs = logs or aws.client(env, "logs")
@@ -139,8 +161,9 @@ def compare(env: Environment, before: Window, after: Window, pattern: str, max_e
 
 
 def check_error_logs(env: Environment, before: Window, after: Window, pattern: str, max_events: int,
-                     logs: Any = None) -> tuple[CheckResult, ErrorLogs | None]:
-    """verify.error_logs and the comparison behind it. New signatures warn; they are highlighted in the table."""
+                     logs: Any = None, rule: FatalRule | None = None) -> tuple[CheckResult, ErrorLogs | None]:
+    """verify.error_logs and the comparison behind it. New signatures warn (highlighted in the table);
+    with `rule`, one sustained at the rule's rate fails (`ErrorLogs.fatal` holds the evidence)."""
     if not env.stack.log_group:
         return CheckResult(ERROR_LOGS, "skip", "no stack.log_group in the environment file"), None
     try:
@@ -149,11 +172,14 @@ def check_error_logs(env: Environment, before: Window, after: Window, pattern: s
         log.warning("error logs could not be read: %s", exc)
         return CheckResult(ERROR_LOGS, "fail", f"could not be checked: {exc}",
                            evidence=f"FilterLogEvents {env.stack.log_group}"), None
+    if rule is not None:
+        cmp.judge_fatal(rule)
     return verdict(cmp, env.stack.log_group, pattern, max_events), cmp
 
 
 def verdict(cmp: ErrorLogs, group: str, pattern: str, max_events: int) -> CheckResult:
-    """pass: nothing new; warn: a new signature, or known errors more than twice as frequent."""
+    """fail: a NEW signature sustained at the fatal rate (when `cmp.fatal` was judged); warn: a new
+    signature, or known errors more than twice as frequent; pass: nothing new."""
     b, a = cmp.before, cmp.after
     per_min_b = b.errors / max(b.window.seconds / 60, 1e-9)
     per_min_a = a.errors / max(a.window.seconds / 60, 1e-9)
@@ -162,6 +188,9 @@ def verdict(cmp: ErrorLogs, group: str, pattern: str, max_events: int) -> CheckR
     evidence = f"FilterLogEvents {group} ({pattern or 'no pattern'}): {b.scanned} + {a.scanned} lines read"
     rows = cmp.table().to_dict("records")
     counts = f"{a.errors} error line(s) after ({per_min_a:.1f}/min) vs {b.errors} before ({per_min_b:.1f}/min)"
+    if cmp.fatal is not None and cmp.fatal.triggered:
+        return CheckResult(ERROR_LOGS, "fail", f"fatal bug: {len(cmp.fatal.fatal)} NEW error signature(s) sustained "
+                           f"— {cmp.fatal.evidence()}; {counts}{note}", rows, evidence)
     if cmp.new:
         shown = "; ".join(cmp.new[:3]) + (f" (+{len(cmp.new) - 3} more)" if len(cmp.new) > 3 else "")
         return CheckResult(ERROR_LOGS, "warn", f"{len(cmp.new)} NEW error signature(s) since the deploy: {shown}; "

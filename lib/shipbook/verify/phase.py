@@ -274,7 +274,8 @@ class Verification:
             return self._add(CheckResult(logs.ERROR_LOGS, "skip", self.dry_note))
         w = self._need_windows()
         res, self.error_cmp = logs.check_error_logs(self.env, w.logs_before, w.logs_after, self.settings.log_filter,
-                                                    self.settings.max_log_events, logs_client)
+                                                    self.settings.max_log_events, logs_client,
+                                                    rule=self.settings.fatal_rule)
         return self._add(res)
 
     def error_table(self) -> pd.DataFrame:
@@ -312,7 +313,8 @@ class Verification:
         r = self.board.results
         missing = CheckResult("?", "skip", "did not run")
         self.decision = decision.decide(r.get(reach.REACHABLE, missing), r.get(reach.SMOKE, missing), self.judgement,
-                                        self.security_issue, r.get(monitoring.ALARMS), r.get(logs.ERROR_LOGS))
+                                        self.security_issue, r.get(monitoring.ALARMS), r.get(logs.ERROR_LOGS),
+                                        self.error_cmp.fatal if self.error_cmp else None)
         self.report(f"recommendation: {self.decision.recommendation}" +
                     (f" — {'; '.join(self.decision.reasons)}" if self.decision.reasons else ""))
         return self.decision.table()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipbook.errors import InputError
+from shipbook.verify.decision import FatalRule
 from shipbook.verify.judge import RATE, SHIFT, TRAFFIC, MetricSpec, check_specs
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ class VerifySettings:
     alarms: tuple[str, ...] = ()  # expected alarm names; empty: the stack's alarms by dimension
     log_filter: str = "?ERROR ?CRITICAL ?Traceback ?Exception"
     max_log_events: int = 20_000
+    # A NEW error signature is a fatal bug when each bucket of a run this long holds this many lines a minute.
+    fatal_signature_per_minute: float = 10.0  # 0: off
+    fatal_signature_seconds: int = 300
+    fatal_signature_bucket_seconds: int = 60
     http_timeout: float = 10.0
     tls_warn_days: int = 21
     extra: dict[str, Any] = field(default_factory=dict)
@@ -69,7 +74,18 @@ class VerifySettings:
     def __post_init__(self) -> None:
         if self.period <= 0 or self.baseline_seconds < self.period or self.canary_seconds < self.period:
             raise InputError("verify", "period must be positive and each window at least one period long")
+        if self.fatal_signature_per_minute < 0 or self.fatal_signature_bucket_seconds <= 0 \
+                or self.fatal_signature_seconds < self.fatal_signature_bucket_seconds:
+            raise InputError("verify", "fatal_signature_per_minute must not be negative, "
+                             "fatal_signature_bucket_seconds must be positive and fatal_signature_seconds "
+                             "at least one bucket")
         check_specs(self.metric_specs(), self.alpha)
+
+    @property
+    def fatal_rule(self) -> FatalRule:
+        """When a NEW error signature counts as a fatal bug (see `decision.fatal_signatures`)."""
+        return FatalRule(self.fatal_signature_per_minute, self.fatal_signature_seconds,
+                         self.fatal_signature_bucket_seconds)
 
     @property
     def wait_seconds(self) -> int:
@@ -98,7 +114,8 @@ class VerifySettings:
 
 # The sandbox's compressed windows, as environments/sandbox.toml sets them (used by tests and the bench).
 SANDBOX = VerifySettings(baseline_seconds=120, canary_seconds=120, period=1, settle_seconds=15,
-                         publish_lag_seconds=4, latency_floor_ms=0.5)
+                         publish_lag_seconds=4, latency_floor_ms=0.5, fatal_signature_seconds=60,
+                         fatal_signature_bucket_seconds=15)
 
 
 def from_env(env: Any) -> VerifySettings:
