@@ -41,6 +41,25 @@ def phase(rec: dict, name: str) -> dict:
     return next(p for p in rec["phases"] if p["name"] == name)
 
 
+def rolled_back_without_extra_errors(rec: dict) -> None:
+    """Code first (the demo's release is additive), the database only after the previous code served, the
+    re-verification held to the window before the broken deploy, and no pool of the rollback's own window
+    above the failing release's 5xx rate."""
+    f = rec["facts"]
+    assert f["rollback_order"] == "code first", f
+    assert f["rollback_error_window"].startswith("none expected")
+    assert f["rollback_finished"] <= f["rollback_database_started"], f  # code healthy, then the database
+    assert f["rollback_baseline"]["end"] <= f["deploy_started"], f  # the healthy window, not the broken one
+    w = f["rollback_window"]
+    assert not w["error"] and w["requests"] > 0, w
+    assert w["extra_pools"] == 0, w
+    print(f"\nrollback window: {w['requests']} requests, {w['errors_5xx']} 5xx; worst pool {w['worst_rate']} "
+          f"({w['worst_errors']}/{w['worst_requests']}) against the failing release's {w['failing_rate']} "
+          f"({w['failing_errors']}/{w['failing_requests']})")
+    window = next(c for c in phase(rec, "rollback")["checks"] if c["id"] == "rollback.window")
+    assert window["verdict"] == "pass" and "no extra errors" in window["summary"], window
+
+
 @pytest.mark.xdist_group("sandbox")  # balances the two twins: this one runs beside the error-spike flow
 def test_latency_regression_is_rolled_back_on_the_right_metric(twin):
     twin.reset("latency-regression")
@@ -57,6 +76,7 @@ def test_latency_regression_is_rolled_back_on_the_right_metric(twin):
     database = next(c for c in phase(rec, "rollback")["checks"] if c["id"] == "rollback.database")
     assert database["verdict"] == "pass", database
     assert database["summary"] == "reversed: python manage.py migrate shop 0002_seed_products --noinput"
+    rolled_back_without_extra_errors(rec)
     serves_the_previous_release(twin, rec)
     assert rec["facts"]["rollback_tag"] in remote_tags(twin)
 
@@ -67,6 +87,7 @@ def test_error_spike_release_rollback_incident_status_reports_and_postmortem(twi
     rec = last(twin, "v1.0.0")
     assert rec["status"] == "rolled-back"
     assert any("5xx" in r or "error" in r.lower() for r in rec["facts"]["rollback_reasons"])
+    rolled_back_without_extra_errors(rec)
     serves_the_previous_release(twin, rec)
     assert "v1.0.1-rollback" in remote_tags(twin)
 

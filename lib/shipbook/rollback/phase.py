@@ -420,6 +420,9 @@ class Rollback:
             out.update(rollback_started=iso(self.outcome.deployment.started),
                        rollback_finished=iso(self.outcome.finished))
         out.update(rollback_order=p.db.order, rollback_error_window=p.db.error_window)
+        if self.db_result is not None and self.db_result.started:
+            out.update(rollback_database_started=iso(self.db_result.started),
+                       rollback_database_finished=iso(self.db_result.finished))
         v = self.verification
         if v is not None and v.windows is not None:
             out["rollback_baseline"] = {"start": iso(v.windows.baseline.start), "end": iso(v.windows.baseline.end)}
