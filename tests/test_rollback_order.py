@@ -248,3 +248,30 @@ def test_a_handful_of_errors_in_a_quiet_second_is_not_a_headline():
     during.iloc[3] = [2.0, 2.0]  # one second, two requests, both failing: "100%"
     w = assess(during, failing)
     assert w.check().verdict == "pass" and w.worst_rate < 0.02
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("[rollback]\npool_seconds = 0\n", "rollback.pool_seconds: must be a positive multiple of verify.period"),
+    ("[verify]\nperiod = 60\n[rollback]\npool_seconds = 90\n", "rollback.pool_seconds: must be a positive multiple"),
+    ("[rollback]\npool_min_requests = 0\n", "rollback.pool_min_requests: must be at least 1"),
+])
+def test_the_pool_settings_are_validated(tmp_path, text, reason):
+    from shipbook.errors import ConfigError
+    from test_config import load_text
+
+    with pytest.raises(ConfigError, match=reason):
+        load_text(tmp_path, 'kind = "aws"\n' + text)
+
+
+def test_a_rollback_is_verified_against_the_window_before_the_broken_deploy():
+    from shipbook.verify import phase as verify_phase
+    from shipbook.verify.settings import VerifySettings
+
+    broken = datetime(2026, 12, 1, 14, 59, 0, tzinfo=UTC)  # the broken release's deploy
+    started, finished = broken + timedelta(minutes=3), broken + timedelta(minutes=4)  # the rollback's deploy
+    s = VerifySettings(baseline_seconds=120, canary_seconds=120, period=1, settle_seconds=15)
+    w = verify_phase.make_windows(s, started, finished, "rollback", baseline_end=broken)
+    assert w.baseline.end == broken and w.baseline.start == broken - timedelta(seconds=120)
+    assert w.logs_before.end == broken  # error signatures are new against the healthy release, not the broken one
+    plain = verify_phase.make_windows(s, started, finished, "run facts")
+    assert plain.baseline.end == started and plain.logs_before.end == started

@@ -98,6 +98,7 @@ class Windows:
     baseline: Window
     canary: Window
     lag: int
+    baseline_end: datetime | None = None  # a rollback's: the broken release's deploy start
 
     @property
     def ready_at(self) -> datetime:
@@ -106,7 +107,8 @@ class Windows:
     @property
     def logs_before(self) -> Window:
         length = self.canary.end - self.deploy_finished
-        return Window("before the deploy", self.deploy_started - length, self.deploy_started)
+        end = self.baseline_end or self.deploy_started
+        return Window("before the deploy", end - length, end)
 
     @property
     def logs_after(self) -> Window:
@@ -129,7 +131,7 @@ def make_windows(settings: settings_mod.VerifySettings, started: datetime, finis
     p = settings.period
     base = metrics.window_before(baseline_end or started, settings.baseline_seconds, p)
     canary = metrics.window_after(finished + timedelta(seconds=settings.settle_seconds), settings.canary_seconds, p)
-    return Windows(started, finished, source, base, canary, settings.publish_lag_seconds)
+    return Windows(started, finished, source, base, canary, settings.publish_lag_seconds, baseline_end)
 
 
 class Verification:
