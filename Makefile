@@ -33,7 +33,7 @@ help: ## list the targets
 	@echo "  make notes VERSION=v1.1.0                    draft release notes from the commits since the previous tag"
 	@echo "  make runs                                    list runs (env, version, status, started, operator, duration)"
 	@echo "  make audit                                   verify the audit trail (hash chain and files)"
-	@echo "  make lab                                     JupyterLab on notebooks/ with the library importable"
+	@echo "  make lab [LAB_PORT=8888] [NO_BROWSER=1]      JupyterLab at the project root (notebooks/, runs/), library importable"
 	@echo "  make sandbox | sandbox-down                  start / stop the local twin of production"
 	@echo "  make test                                    run the test suite (without the rehearsals)"
 	@echo "  make rehearsals                              long end-to-end rehearsals against a sandbox of their own"
@@ -88,7 +88,7 @@ audit: $(STAMP)
 	@$(SB) audit
 
 lab: $(STAMP)
-	@$(SB) lab --env "$$ENV"
+	@$(SB) lab --env "$$ENV" $(if $(LAB_PORT),--port "$$LAB_PORT") $(if $(filter 1 yes true,$(NO_BROWSER)),--no-browser)
 
 sandbox: $(STAMP)
 	@$(SB) sandbox up $(if $(SCENARIO),--scenario "$$SCENARIO")

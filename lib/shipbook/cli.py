@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from shipbook import __version__
-from shipbook.errors import EXIT_INFRA, InputError, ShipbookError
+from shipbook.errors import EXIT_INFRA, InfraError, InputError, ShipbookError
 from shipbook.phases import PHASES
 
 EXIT_CODES = """exit codes:
@@ -103,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     _env_arg(p)
     p.add_argument("--yes", action="store_true", help="do not ask")
 
-    p = sub.add_parser("lab", help="JupyterLab on notebooks/ with the library importable and the env's endpoints")
+    p = sub.add_parser("lab", help="JupyterLab at the project root (notebooks/, runs/) with the library importable "
+                       "and the env's endpoints; loopback only, a new token each start")
     _env_arg(p)
-    p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--port", type=_port, default=8888, help="the port on 127.0.0.1 (default 8888; taken: an error)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser; the URL is printed either way")
     p = sub.add_parser("incident", help="open an incident: the incident notebook into runs/<env>/incidents/<id>/")
     _env_arg(p)
     p.add_argument("--title", default="", help="a short title")
@@ -220,16 +222,39 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_lab(args: argparse.Namespace) -> int:
-    import subprocess
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number (1-65535)")
+    return port
 
-    from shipbook.phases import NOTEBOOK_DIR
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from shipbook import lab
 
     env = _load_env(args.env)
-    child = {**os.environ, **env.process_env()}  # for JupyterLab and its kernels only
-    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={NOTEBOOK_DIR}", f"--port={args.port}",
-           "--ip=127.0.0.1", "--no-browser"]
-    return subprocess.call(cmd, env=child)
+    server = lab.Lab(args.port, env.process_env(), open_browser=not args.no_browser,
+                     log_level="INFO" if args.verbose else "WARN")
+    if server.as_root:
+        print("shipbook: running as root: JupyterLab is started with --allow-root", file=sys.stderr, flush=True)
+    with lab.stop_signals():
+        try:
+            server.start()
+            print(f"JupyterLab: {server.url}", flush=True)
+            print(f"  root {server.root} (notebooks/, runs/), env {env.name}; Ctrl-C stops it", flush=True)
+            code = server.wait()
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the ordinary end of a lab
+            code = 0
+        finally:  # however it ends, the server (and with it its kernels) is stopped
+            with lab.shielded():
+                server.stop()
+    if code:
+        raise InfraError(f"JupyterLab stopped (exit {code}): {server.why()}")
+    print("JupyterLab stopped", flush=True)
+    return 0
 
 
 def _load_env(name: str):
