@@ -260,7 +260,6 @@ def load_text(tmp_path, text: str) -> config.Environment:
     ("fatal_signature_bucket_seconds = -10", "verify.fatal_signature_bucket_seconds", "must be positive"),
     ("fatal_signature_seconds = 30\nfatal_signature_bucket_seconds = 60", "verify.fatal_signature_seconds",
      "at least one bucket"),
-    ("fatal_signature_seconds = 3600", "verify.fatal_signature_seconds", "could never trip"),
 ])
 def test_bad_fatal_signature_keys_are_refused_with_file_key_reason(tmp_path, body, key, reason):
     with pytest.raises(ConfigError) as err:
@@ -273,3 +272,14 @@ def test_bad_fatal_signature_keys_are_refused_with_file_key_reason(tmp_path, bod
 def test_good_fatal_signature_keys_load():
     fields = {f.name for f in dataclasses.fields(config.VerifySection)}
     assert {"fatal_signature_per_minute", "fatal_signature_seconds", "fatal_signature_bucket_seconds"} <= fields
+
+
+def test_a_run_longer_than_the_logs_read_is_shortened_to_them():
+    """A short test or twin window keeps the default 300 s: the rule then asks for the whole window."""
+    short = VerifySettings(baseline_seconds=10, canary_seconds=8, period=1, settle_seconds=2,
+                           fatal_signature_bucket_seconds=5)
+    assert short.fatal_rule.seconds == 10
+    assert VerifySettings(baseline_seconds=10, canary_seconds=8, period=1, settle_seconds=2).fatal_rule.seconds \
+        == 60  # never under one bucket
+    assert VerifySettings(canary_seconds=60, period=1, settle_seconds=2).fatal_rule.seconds == 62
+    assert VerifySettings().fatal_rule.seconds == 300

@@ -19,14 +19,15 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
-import nbformat
-from nbformat import NotebookNode
+if TYPE_CHECKING:  # nbformat is imported where notebooks are handled, not by every kernel that masks a string:
+    from nbformat import NotebookNode  # its import costs ~1.5 s (jsonschema's format checkers compile a grammar)
 
 __all__ = ["MASK", "MIN_SECRET_LENGTH", "Redactor", "atomic_write_bytes", "atomic_write_text"]
 
@@ -210,7 +211,7 @@ class Redactor:
                 k: (MASK if isinstance(k, str) and isinstance(v, str) and v and _CRED_KEY.match(k) else self.json(v))
                 for k, v in obj.items()
             }
-            return NotebookNode(out) if isinstance(obj, NotebookNode) else out
+            return _like(obj, out)
         if isinstance(obj, list):
             return [self.json(v) for v in obj]
         if isinstance(obj, tuple):
@@ -219,6 +220,8 @@ class Redactor:
 
     def notebook(self, nb: NotebookNode) -> NotebookNode:
         """A redacted deep copy of `nb`: sources, every output type, metadata."""
+        import nbformat
+
         red = nbformat.from_dict(copy.deepcopy(dict(nb)))
         red.metadata = self.json(red.get("metadata", {}))
         for cell in red.get("cells", []):
@@ -250,6 +253,8 @@ class Redactor:
                 output[key] = self.json(output[key])
 
     def _mime_bundle(self, bundle: Mapping[str, Any]) -> NotebookNode:
+        from nbformat import NotebookNode
+
         out = NotebookNode()
         for mime, value in bundle.items():
             if _is_binary_mime(mime):
@@ -272,7 +277,15 @@ class Redactor:
 
     def write_notebook(self, path: Path | str, nb: NotebookNode) -> Path:
         """Redact `nb` and write it atomically in nbformat 4."""
+        import nbformat
+
         return atomic_write_text(path, nbformat.writes(self.notebook(nb), version=4))
+
+
+def _like(original: Mapping[str, Any], out: dict[str, Any]) -> Any:
+    """`out` as a NotebookNode when `original` is one (nbformat is loaded then: no import here)."""
+    nbformat = sys.modules.get("nbformat")
+    return nbformat.NotebookNode(out) if nbformat is not None and isinstance(original, nbformat.NotebookNode) else out
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:

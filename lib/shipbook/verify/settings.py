@@ -83,8 +83,10 @@ class VerifySettings:
 
     @property
     def fatal_rule(self) -> FatalRule:
-        """When a NEW error signature counts as a fatal bug (see `decision.fatal_signatures`)."""
-        return FatalRule(self.fatal_signature_per_minute, self.fatal_signature_seconds,
+        """When a NEW error signature counts as a fatal bug (see `decision.fatal_signatures`): sustained for
+        `fatal_signature_seconds`, or for all the logs read after the deploy (settle + canary) if shorter."""
+        window = max(self.fatal_signature_bucket_seconds, self.settle_seconds + self.canary_seconds)
+        return FatalRule(self.fatal_signature_per_minute, min(self.fatal_signature_seconds, window),
                          self.fatal_signature_bucket_seconds)
 
     @property
