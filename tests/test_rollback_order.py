@@ -275,3 +275,28 @@ def test_a_rollback_is_verified_against_the_window_before_the_broken_deploy():
     assert w.logs_before.end == broken  # error signatures are new against the healthy release, not the broken one
     plain = verify_phase.make_windows(s, started, finished, "run facts")
     assert plain.baseline.end == started and plain.logs_before.end == started
+
+
+def test_the_reverse_runs_in_the_broken_release_task_definition_after_the_service_moved_back():
+    """After a code-first rollback the service runs the previous release's task definition, whose image does not
+    know the migrations to reverse: the one-off task is the broken release's, recorded at plan time."""
+    from botocore.stub import ANY
+    from shipbook.rollback import apply as apply_mod
+    from test_rollback import TASK, Clock, ecs_client
+
+    ecs, c = ecs_client(), Clock()
+    env = config.Environment(name="t", stack=config.StackSection(cluster="c", service="svc", container="web"))
+    previous = {"services": [{"taskDefinition": "arn:aws:ecs:ap-northeast-1:1:task-definition/web:6",
+                              "launchType": "FARGATE"}]}
+    plan = SimpleNamespace(db=SimpleNamespace(commands=[["python", "manage.py", "migrate", "shop", "0002"]]))
+    with Stubber(ecs) as stub:
+        stub.add_response("describe_services", previous)
+        stub.add_response("run_task", {"tasks": [{"taskArn": TASK, "lastStatus": "STOPPED",
+                                                  "containers": [{"name": "web", "exitCode": 0}]}], "failures": []},
+                          {"cluster": "c", "taskDefinition": RELEASE_TD, "count": 1, "startedBy": "shipbook-rollback",
+                           "launchType": "FARGATE", "overrides": ANY})
+        res = apply_mod.reverse_migrations(env, plan, ecs=ecs, logs=None, settings=rollback.RollbackSettings(),
+                                           now=c.now, sleep=c.sleep, report=lambda s: None,
+                                           task_definition=RELEASE_TD)
+        stub.assert_no_pending_responses()
+    assert res.verdict == "pass" and res.summary == "reversed: python manage.py migrate shop 0002"

@@ -83,10 +83,12 @@ class StepResult:
 
 
 def run_one_off(env: Environment, command: list[str], *, ecs: Any, logs: Any | None, timeout: float, poll: float,
-                now: Clock, sleep: Sleep, report: Reporter, started_by: str = "shipbook-rollback") -> dict:
-    """Run `command` in a one-off task of the service's current task definition; the outcome as a table row."""
+                now: Clock, sleep: Sleep, report: Reporter, started_by: str = "shipbook-rollback",
+                task_definition: str = "") -> dict:
+    """Run `command` in a one-off task of `task_definition` (default: the service's current one), in the service's
+    network; the outcome as a table row."""
     svc = aws.call(ecs, "describe_services", cluster=env.stack.cluster, services=[env.stack.service])["services"][0]
-    td = svc["taskDefinition"]
+    td = task_definition or svc["taskDefinition"]
     params: dict[str, Any] = {"cluster": env.stack.cluster, "taskDefinition": td, "count": 1, "startedBy": started_by,
                               "overrides": {"containerOverrides": [{"name": env.stack.container, "command": command}]}}
     if svc.get("capacityProviderStrategy"):
