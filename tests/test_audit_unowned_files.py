@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from shipbook import audit, feedback, incident
-from shipbook.render import write_index
+from shipbook.runs_index import write_index
 
 ENV = "sandbox"
 

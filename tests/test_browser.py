@@ -30,7 +30,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from shipbook import release
 from shipbook.pipeline import Progress, RunOptions
 from shipbook.redact import Redactor
-from shipbook.render import render_notebook, write_index
+from shipbook.render import render_notebook
+from shipbook.runs_index import write_index
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from shipbook.render import write_index
+from shipbook.runs_index import write_index
 
 
 def _write_run(root: Path, run_id: str, status: str) -> None:

@@ -18,7 +18,8 @@ import pytest
 from matplotlib.figure import Figure
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from shipbook.redact import Redactor
-from shipbook.render import CJK_FONT_FALLBACK, get_exporter, render_notebook, write_index
+from shipbook.render import CJK_FONT_FALLBACK, get_exporter, render_notebook
+from shipbook.runs_index import write_index
 
 HEADING = "リリース前チェック"
 CODE = "table = precheck.summary_table(results)"

@@ -24,7 +24,7 @@ import papermill
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from shipbook import __version__, audit, engine, render
+from shipbook import __version__, audit, engine, render, runs_index
 from shipbook import result as phase_result
 from shipbook.config import Environment
 from shipbook.errors import FailedCheck, GateError, InputError, PhaseError, PhaseInfraError, ShipbookError
@@ -342,7 +342,7 @@ class Runner:
         rec.data["finished"] = audit.now_iso()
         rec.save(self.redactor)
         rec.seal(self.runs_root)
-        render.write_index(self.runs_root, self.redactor)
+        runs_index.write_index(self.runs_root, self.redactor)
 
 
 def _failed_cell(nb: Any, last_started: int | None = None) -> str:
