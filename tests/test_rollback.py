@@ -13,7 +13,7 @@ from shipbook.deploy import plan as deploy_plan_mod
 from shipbook.errors import InputError
 from shipbook.rollback import apply as apply_mod
 from shipbook.rollback import db
-from shipbook.rollback.plan import RollbackSettings, find_snapshot, make_plan
+from shipbook.rollback.plan import find_snapshot, make_plan
 from support import aws_client
 from test_deploy_support import git, make_app_repo
 
@@ -343,8 +343,8 @@ def test_a_confirmed_restore_leaves_the_apps_identifier_on_the_restored_data(dat
     p = restore_plan(ident, snap, created, confirm=True)
     assert p.db.action == db.RESTORE
     res = apply_mod.restore_and_swap(config.Environment(name="t"), p, rds=rds, secrets=None,
-                                     settings=RollbackSettings(poll=0.01), run_id="run-1", now=c.now, sleep=c.sleep,
-                                     report=lambda s: None)
+                                     settings=config.RollbackSection(poll=0.01), run_id="run-1", now=c.now,
+                                     sleep=c.sleep, report=lambda s: None)
     assert res.verdict == "pass", res.summary
     assert apply_mod.restored_from(rds, ident) == snap  # the identifier the app uses: the restored data
     names = {d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]}
@@ -359,7 +359,7 @@ def test_without_confirmation_nothing_is_restored_even_if_asked_to_apply(databas
     p.db.action = db.RESTORE  # even a plan forced to restore refuses without the confirmation
     before = {d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]}
     res = apply_mod.restore_and_swap(config.Environment(name="t"), p, rds=rds, secrets=None,
-                                     settings=RollbackSettings(poll=0.01), report=lambda s: None)
+                                     settings=config.RollbackSection(poll=0.01), report=lambda s: None)
     assert res.verdict == "fail" and "nothing restored" in res.summary
     assert {d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]} == before
 

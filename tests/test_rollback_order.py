@@ -295,7 +295,7 @@ def test_the_reverse_runs_in_the_broken_release_task_definition_after_the_servic
                                                   "containers": [{"name": "web", "exitCode": 0}]}], "failures": []},
                           {"cluster": "c", "taskDefinition": RELEASE_TD, "count": 1, "startedBy": "shipbook-rollback",
                            "launchType": "FARGATE", "overrides": ANY})
-        res = apply_mod.reverse_migrations(env, plan, ecs=ecs, logs=None, settings=rollback.RollbackSettings(),
+        res = apply_mod.reverse_migrations(env, plan, ecs=ecs, logs=None, settings=config.RollbackSection(),
                                            now=c.now, sleep=c.sleep, report=lambda s: None,
                                            task_definition=RELEASE_TD)
         stub.assert_no_pending_responses()

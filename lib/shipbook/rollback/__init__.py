@@ -11,7 +11,6 @@ from shipbook.rollback.phase import Rollback, start
 from shipbook.rollback.plan import (
     DEFAULT_TAG_PATTERN,
     Plan,
-    RollbackSettings,
     command,
     make_plan,
     next_patch,
@@ -19,4 +18,4 @@ from shipbook.rollback.plan import (
 )
 
 __all__ = ["DEFAULT_TAG_PATTERN", "KEEP", "NOTHING", "RESTORE", "REVERSE", "DbPlan", "Migration", "Plan", "Rollback",
-           "RollbackSettings", "command", "make_plan", "next_patch", "plan_database", "rollback_tag", "start"]
+           "command", "make_plan", "next_patch", "plan_database", "rollback_tag", "start"]

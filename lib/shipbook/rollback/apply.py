@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from shipbook import aws, gitinfo
-from shipbook.config import Environment
+from shipbook.config import Environment, RollbackSection
 from shipbook.deploy.model import NOTES, VERSION, Check
 from shipbook.deploy.notes import ReleaseNotes
 from shipbook.deploy.plan import Plan as DeployPlan
@@ -38,7 +38,7 @@ from shipbook.deploy.plan import github_target
 from shipbook.deploy.version import VersionCheck, remote_refs, remote_url
 from shipbook.errors import AwsError, ShipbookError
 from shipbook.github import GitHub
-from shipbook.rollback.plan import Plan, RollbackSettings
+from shipbook.rollback.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _task_log_tail(env: Environment, td: str, arn: str, ecs: Any, logs: Any | No
     return " | ".join(e.get("message", "")[:200] for e in events)
 
 
-def reverse_migrations(env: Environment, plan: Plan, *, ecs: Any, logs: Any | None, settings: RollbackSettings,
+def reverse_migrations(env: Environment, plan: Plan, *, ecs: Any, logs: Any | None, settings: RollbackSection,
                        now: Clock = utcnow, sleep: Sleep = time.sleep, report: Reporter = say,
                        task_definition: str = "") -> StepResult:
     """Each reverse `migrate`, in order, stopping at the first that fails, in one-off tasks of `task_definition`
@@ -200,7 +200,7 @@ def wait_instance(rds: Any, ident: str, *, timeout: float, poll: float, now: Clo
         sleep(poll)
 
 
-def restore_and_swap(env: Environment, plan: Plan, *, rds: Any, secrets: Any | None, settings: RollbackSettings,
+def restore_and_swap(env: Environment, plan: Plan, *, rds: Any, secrets: Any | None, settings: RollbackSection,
                      run_id: str = "", now: Clock = utcnow, sleep: Sleep = time.sleep, report: Reporter = say
                      ) -> StepResult:
     """Restore the snapshot into a new instance, wait, swap it in; the data-loss window recorded."""
@@ -273,7 +273,7 @@ def restored_from(rds: Any, ident: str) -> str:
     return next((t["Value"] for t in tags if t.get("Key") == RESTORED_FROM), "")
 
 
-def _swap_secret(env: Environment, restored: dict, secrets: Any | None, settings: RollbackSettings, res: StepResult,
+def _swap_secret(env: Environment, restored: dict, secrets: Any | None, settings: RollbackSection, res: StepResult,
                  now: Clock) -> None:
     """Point DATABASE_URL's secret at the restored endpoint. The value is read and written, never shown."""
     ref = env.secrets.get(settings.database_url_name)

@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from shipbook import aws, gitinfo, result
-from shipbook.config import Environment
+from shipbook.config import Environment, RollbackSection
 from shipbook.deploy import phase as deploy_phase
 from shipbook.deploy.health import http_probe, join, same_version, served_version
 from shipbook.deploy.model import CHECK_IDS as DEPLOY_CHECK_IDS
@@ -31,7 +31,7 @@ from shipbook.github import GitHub
 from shipbook.rollback import apply as apply_mod
 from shipbook.rollback import db as db_mod
 from shipbook.rollback import window as window_mod
-from shipbook.rollback.plan import PHASE, Plan, RollbackSettings, make_plan
+from shipbook.rollback.plan import PHASE, Plan, make_plan
 from shipbook.verify import phase as verify_phase
 from shipbook.verify import reach
 
@@ -83,7 +83,7 @@ class Rollback:
                  confirm_db_restore: bool = False, db_action: str = "", dry_run: bool = True, run_id: str = "",
                  deploy_started: str = "", deploy_finished: str = "", rollback_reasons: Any = None,
                  tag_override: str = "",
-                 settings: RollbackSettings | None = None, now: Callable[[], datetime] = apply_mod.utcnow,
+                 settings: RollbackSection | None = None, now: Callable[[], datetime] = apply_mod.utcnow,
                  sleep: Callable[[float], None] = time.sleep, report: Reporter = say) -> None:
         self.env = env
         self.version = version
@@ -96,7 +96,7 @@ class Rollback:
         self.run_id = run_id
         self.reasons = _as_list(rollback_reasons)
         self.tag_override = tag_override
-        self.settings = settings or RollbackSettings.from_env(env)
+        self.settings = settings or env.rollback
         self.now, self.sleep, self.report = now, sleep, report
         self._deploy_started = verify_phase.parse_time(deploy_started)
         self._deploy_finished = verify_phase.parse_time(deploy_finished)

@@ -10,7 +10,6 @@ the way it went out the first time.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ import pandas as pd
 import semver
 
 from shipbook import aws, gitinfo, versions
-from shipbook.config import Environment
+from shipbook.config import Environment, RollbackSection
 from shipbook.deploy.version import remote_refs, tag_run_id
 from shipbook.errors import AwsError, InfraError, InputError
 from shipbook.rollback import db as db_mod
@@ -30,33 +29,6 @@ log = logging.getLogger(__name__)
 PHASE = "rollback"
 PLAN = "rollback.plan"
 DEFAULT_TAG_PATTERN = "{next_patch}-rollback"
-SWAPS = ("rename", "secret")
-
-
-@dataclass(frozen=True)
-class RollbackSettings:
-    """`[rollback]` of the environment file once config has it (read by field name); these defaults until then."""
-
-    tag_pattern: str = DEFAULT_TAG_PATTERN
-    db_swap: str = "rename"  # "rename" the instances, or point DATABASE_URL's "secret" at the restored one
-    database_url_name: str = "DATABASE_URL"  # the [secrets] entry the "secret" swap rewrites
-    migrate_timeout: float = 1800.0
-    restore_timeout: float = 3600.0
-    poll: float = 5.0
-    pool_seconds: int = 60
-    pool_min_requests: int = 50
-
-    @classmethod
-    def from_env(cls, env: Any) -> RollbackSettings:
-        section = getattr(env, "rollback", None)
-        if section is None or not dataclasses.is_dataclass(section):
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.name in names}
-        out = cls(**values)
-        if out.db_swap not in SWAPS:
-            raise InputError("rollback.db_swap", f"must be one of {SWAPS}, got {out.db_swap!r}")
-        return out
 
 
 def next_patch(version: str) -> str:
@@ -222,10 +194,10 @@ def find_snapshot(rds: Any, instance: str, snapshot_id: str = "", before: dateti
 def make_plan(env: Environment, version: str, *, previous_version: str = "", snapshot_id: str = "",
               confirm_db_restore: bool = False, db_action: str = "", dry_run: bool = True, run_id: str = "",
               deploy_started: datetime | None = None, reasons: list[str] | None = None, served: str = "",
-              rollback_tag_override: str = "", settings: RollbackSettings | None = None, rds: Any = None,
+              rollback_tag_override: str = "", settings: RollbackSection | None = None, rds: Any = None,
               now: datetime | None = None, rollout_seconds: float | None = None) -> Plan:
     """Read-only: git tags and migrations, the remote's tags, the snapshot. Problems are listed, not raised."""
-    settings = settings or RollbackSettings.from_env(env)
+    settings = settings or env.rollback
     now = now or datetime.now(UTC)
     repo = env.app.repo
     versions.parse(version)
