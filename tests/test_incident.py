@@ -101,8 +101,11 @@ def test_impact_decision_and_rollback_command():
     m = metrics([0, 0, 0, 6, 8, 7], p99=[20, 20, 20, 60, 70, 65])
     impact = incident.measure(m, pd.DataFrame({"e": ["/products/{id}/"], "n": [3]}), ["shipbook-demo-5xx"],
                               baseline_end=T0 + timedelta(seconds=25))
-    assert impact.error_rate_peak == 8.0 and impact.p99_baseline == 20.0 and impact.requests == 600
-    assert "8.0%" in impact.summary("ja") and "/products/{id}/" in impact.summary("en")
+    # the six 10-s periods pool into one minute: its rate (21/600), not the worst 10 s (8 %), is the peak
+    assert impact.error_rate_peak == 3.5 and impact.p99_baseline == 20.0 and impact.requests == 600
+    assert (impact.peak_time, impact.peak_errors, impact.peak_requests) == ("2026-11-28T15:00:00+00:00", 21, 600)
+    assert "最悪の1分 15:00 UTC に 3.5%（21/600 件）" in impact.summary("ja")
+    assert "/products/{id}/" in impact.summary("en")
     table = incident.decision_table(impact, "en")
     assert table.iloc[:, 3].tolist() == ["yes", "yes", "to decide"]
     assert incident.recommendation(table, "en") == "Rollback recommended"
@@ -170,7 +173,10 @@ def _incident_record(tmp_path: Path, incident_id: str = "inc-1") -> Path:
     d.mkdir(parents=True)
     facts = {"incident_start": "2026-11-28T15:00:00+00:00", "incident_lang": "ja",
              "impact": {"window_start": "", "window_end": "", "requests": 600, "errors": 21,
-                        "error_rate_peak": 8.0, "endpoints": ["/products/{id}/"]}}
+                        "error_rate_peak": 8.0, "endpoints": ["/products/{id}/"],
+                        "impact_start": "2026-11-28T15:00:00+00:00", "impact_end": "2026-11-28T15:06:00+00:00",
+                        "peak_time": "2026-11-28T15:02:00+00:00", "peak_requests": 100, "peak_errors": 8,
+                        "pool_seconds": 60, "min_requests": 50}}
     (d / "run.json").write_text(json.dumps({"run_id": incident_id, "env": "t", "version": "v1.0.0",
                                             "started": "2026-11-28T15:00:00+00:00", "phases": [], "facts": facts}))
     return d
@@ -187,9 +193,12 @@ def test_status_report_has_exactly_the_five_fields_and_is_appended(tmp_path, lan
     assert len(text) == 5 and [line.split("：" if lang == "ja" else ": ")[0] for line in text] == labels
     if lang == "ja":
         assert labels == ["発生時刻", "影響範囲", "現在の状況", "対応予定時間", "次回の更新予定"]
-        assert text[1].startswith("影響範囲：エラー（5xx）率 最大 8.0%")
+        assert text[1].startswith("影響範囲：15:00–15:06 UTC の 5xx 率 3.5%（21/600 件）、"
+                                  "最悪の1分 15:02 UTC に 8.0%（8/100 件）")
     else:
         assert labels == ["Started", "Impact", "Current status", "Expected resolution", "Next update"]
+        assert text[1].startswith("Impact: 5xx rate 3.5% (21/600 requests) over 15:00–15:06 UTC; "
+                                  "worst minute 15:02 UTC: 8.0% (8/100)")
     assert text[0].endswith("2026-11-28 15:00:00 UTC") and text[4].endswith("2026-11-28 15:50:00 UTC")
     stored = incident.status_reports("t", "inc-1", tmp_path)
     assert [r["current"] for r in stored] == ["investigating", "rolled back"]

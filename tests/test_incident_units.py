@@ -54,12 +54,15 @@ def test_an_incident_opened_without_details_suspects_the_last_deploy_before_it(r
     inc = incident.open_incident(environment(), runs_root=runs, now=lambda: T0)
     assert (inc.started, inc.version, inc.previous_version) == (T0, "v1.0.0", "v0.9.0")  # not v1.0.1, deployed after
     assert inc.id.startswith("inc-20261120T150000Z-") and inc.lang == "ja" and inc.env == "t"
-    assert inc.window_start == at(-30)
+    assert (inc.deploy, inc.deploy_run, inc.opened, inc.start_basis) == (DEPLOY, RELEASE_RUN, T0, "opened")
+    assert inc.window_start == at(-40)  # 30 minutes before the suspected deploy: its baseline is in the window
     later = incident.open_incident(environment(), started="2026-11-21T00:06:00+09:00", lang="en",
                                    lookback_minutes=5, runs_root=runs, now=lambda: at(999))
     assert (later.started, later.version, later.previous_version) == (at(6), "v1.0.1", "v1.0.0")
-    assert later.lang == "en" and later.window_start == at(1)
-    assert dict(later.table().values.tolist())["Started"] == "2026-11-20 15:06:00 UTC"
+    assert later.lang == "en" and later.window_start == at(0) and later.start_basis == "given"
+    shown = dict(later.table().values.tolist())
+    assert (shown["Started"], shown["Opened"]) == ("2026-11-20 15:06:00 UTC", "2026-11-21 07:39:00 UTC")
+    assert shown["Suspected deploy"] == "2026-11-20 15:05:00 UTC (run 20261120T150500Z-cccccc)"
 
 
 def test_the_rollback_target_of_a_named_version_comes_from_its_record_else_from_the_tags(runs, tmp_path):
@@ -167,9 +170,11 @@ def test_the_record_tells_the_runner_the_facts_and_never_blocks(tmp_path, monkey
     assert [c["id"] for c in written["checks"]] == ["verify.health", "verify.alarms"]
     assert written["facts"] == {
         "incident_id": "inc-1", "incident_title": "商品ページ", "incident_start": "2026-11-20T15:00:00+00:00",
-        "suspected_version": "v1.0.0", "rollback_target": "v0.9.0", "incident_lang": "en",
+        "incident_opened": "2026-11-20T15:00:00+00:00", "incident_start_basis": "given",
+        "suspected_version": "v1.0.0", "suspected_deploy": "", "suspected_deploy_run": "",
+        "rollback_target": "v0.9.0", "incident_lang": "en",
         "impact": json.loads(json.dumps(dataclasses.asdict(impact))), "decision": "Rollback recommended",
-        "prevention_items": ["one", "two"]}
+        "current_state": {}, "prevention_items": ["one", "two"]}
     assert incident.record(inc, impact, checks, ["x", ""]).facts["prevention_items"] == ["x"]
 
 
@@ -188,14 +193,18 @@ def test_the_current_status_says_the_live_rates_and_the_rollback_since_the_start
     fakes = clients()
     rep = incident.status_report(environment(), "inc-1", "ja", runs_root=runs, now=lambda: at(20),
                                  cloudwatch=fakes["cloudwatch"], elbv2=fakes["elbv2"])
-    assert rep.current == f"直近 3 分の 5xx 率 0.0%、p99 20 ms。ロールバック（v1.0.0、run {ROLLBACK_RUN}）: succeeded"
+    # no suspected version in this record: the newest rollback since the start, of any version; the watched
+    # alarm still fires, so it has not converged
+    assert rep.current == (f"v1.0.0 はロールバック済み（→ v0.9.0, run {ROLLBACK_RUN}, 15:08:00–15:10:00 UTC）"
+                           "ですが、まだ収束していません: verify.alarms (in ALARM: demo-5xx)。"
+                           "直近 3 分の 5xx 率 0.0%、p99 20 ms")
     assert dict(rep.fields())["現在の状況"] == rep.current
     window = [(kw["StartTime"], kw["EndTime"]) for name, kw in fakes["cloudwatch"].calls if name == "get_metric_data"]
     assert window == [(at(17), at(20))]
     assert incident.status_reports("t", "inc-1", runs)[0]["current"] == rep.current
     during = incident.current_status(environment(), T0, "en", at(5), runs_root=runs, cloudwatch=fakes["cloudwatch"],
                                      elbv2=fakes["elbv2"])
-    assert during.startswith("last 3 minutes: 5xx rate 8.0%, p99 90 ms; rollback of v1.0.0")
+    assert during.endswith("last 3 minutes: 5xx rate 8.0%, p99 90 ms")
 
 
 def test_the_newest_rollback_is_reported_and_missing_metrics_are_left_out(runs):
@@ -208,8 +217,9 @@ def test_the_newest_rollback_is_reported_and_missing_metrics_are_left_out(runs):
     elbv2 = FakeClient("elasticloadbalancing", describe_target_groups=unreachable)
     text = incident.current_status(environment(), T0, "en", at(20), runs_root=runs, elbv2=elbv2,
                                    cloudwatch=FakeClient("cloudwatch", get_metric_data=metric_data))
-    assert text == "rollback of v1.0.0 (run 20261120T151500Z-gggggg): running"
-    assert incident.current_status(environment(), at(30), "ja", at(40), runs_root=runs, elbv2=elbv2) == "不明"
+    assert text == "the rollback of v1.0.0 is running (→ ?, run 20261120T151500Z-gggggg, 15:15:00–15:17:00 UTC)"
+    assert incident.current_status(environment(), at(30), "ja", at(40), runs_root=runs, elbv2=elbv2) == \
+        "ロールバックは行われていません"
 
 
 # ------------------------------------------------------------------ shipbook incident → the runner
@@ -223,10 +233,13 @@ def test_open_and_run_gives_the_runner_a_new_id_and_the_parameters(monkeypatch, 
     (args, kw), = calls
     env, kind, incident_id, params = args
     assert (env.name, kind) == ("t", "incident") and incident_id.startswith("inc-20261120T150000Z-")
-    assert params == {"incident_start": "2026-11-20T15:00:00+00:00", "title": "500 on products", "lang": "ja"}
+    assert params == {"incident_start": "2026-11-20T15:00:00+00:00", "incident_opened": "2026-11-20T15:30:00+00:00",
+                      "title": "500 on products", "lang": "ja"}
     assert kw["version"] == "v1.0.0" and kw["runs_root"] == runs
     incident.open_and_run(environment(), lang="en", runs_root=runs, now=lambda: at(30))
-    assert calls[1][0][3] == {"incident_start": "2026-11-20T15:30:00+00:00", "title": "", "lang": "en"}
+    # no start given: the notebook finds the onset; the opening is its own parameter (a re-run keeps it)
+    assert calls[1][0][3] == {"incident_start": "", "incident_opened": "2026-11-20T15:30:00+00:00", "title": "",
+                              "lang": "en"}
     with pytest.raises(InputError, match="--version"):
         incident.open_and_run(environment(), version="1.0", runs_root=runs)
     with pytest.raises(InputError, match="lang"):

@@ -72,7 +72,8 @@ def test_timeline_key_moments_and_sections(tmp_path):
                     "うまくいかなかったこと", "運が良かったこと", "タイムライン"):
         assert f" {heading}" in doc
     assert doc.count("✍ 記入してください") >= 5  # summary, root causes, lessons: people write them
-    assert "deploy v1.0.0 @ 2026-11-28 14:55:00 UTC" in doc and "demo-5xx @ 2026-11-28 14:58:00 UTC" in doc
+    assert "deploy v1.0.0 (run 20261128T145500Z-bbbbbb) @ 2026-11-28 14:55:00 UTC" in doc
+    assert "demo-5xx @ 2026-11-28 14:58:00 UTC" in doc
     assert "| 担当 | 期限 |" in doc.replace("| 種類 ", "")
     assert "<table" in postmortem.TimelineView(tl)._repr_html_()
 

@@ -42,7 +42,10 @@ def incident_record(runs, env) -> None:
     d.mkdir(parents=True)
     impact = incident.Impact("2026-11-20T14:30:00+00:00", "2026-11-20T15:20:00+00:00", requests=15000,
                              errors=480, error_rate_peak=8.0, p99_peak=90.0, p99_baseline=20.0,
-                             endpoints=["/products/{id}/"], alarms=["demo-5xx"])
+                             endpoints=["/products/{id}/"], alarms=["demo-5xx"],
+                             impact_start="2026-11-20T14:50:00+00:00", impact_end="2026-11-20T15:09:00+00:00",
+                             peak_time="2026-11-20T14:52:00+00:00", peak_requests=750, peak_errors=60,
+                             pool_seconds=60, min_requests=50)
     facts = {"incident_id": INCIDENT_ID, "incident_title": "商品ページで 500 エラー",
              "incident_start": "2026-11-20T15:00:00+00:00", "suspected_version": "v1.0.0",
              "rollback_target": "v0.9.0", "incident_lang": "ja", "impact": asdict(impact),
@@ -92,7 +95,7 @@ def test_the_timeline_merges_every_source_in_time_order(executed):
     assert "Vpc CREATE_COMPLETE" not in events and "too old for the window" not in tl["detail"].tolist()
     # the status reports: the one written as 調査中, the other measured (live metrics, the rollback since the start)
     assert [r["current"] for r in reports][0] == "調査中"
-    assert "rollback of v1.0.0 (run 20261120T150800Z-bbbbbb): succeeded" in reports[1]["current"]
+    assert reports[1]["current"].startswith(f"v1.0.0 was rolled back (→ v0.9.0, run {ROLLBACK_RUN}, ")
     assert tl[tl["source"] == "status report"]["time"].tolist() == [at(3), at(15)]
 
 
@@ -136,8 +139,10 @@ def test_the_sre_sections_fill_what_is_computed_and_mark_what_people_write(execu
                      "### 運が良かったこと", "## タイムライン （自動算出）"]
     for human in ("概要", "根本原因", "うまくいったこと", "うまくいかなかったこと", "運が良かったこと"):
         assert _section(doc, human) == FILL, human
-    assert _section(doc, "影響 （自動算出）").startswith("エラー（5xx）率 最大 8.0%（480/15000 件）")
-    assert _section(doc, "トリガー （自動算出）") == "deploy v1.0.0 @ 2026-11-20 14:50:00 UTC"
+    assert _section(doc, "影響 （自動算出）").startswith(
+        "14:50–15:09 UTC の 5xx 率 3.2%（480/15000 件）、最悪の1分 14:52 UTC に 8.0%（60/750 件）")
+    assert _section(doc, "トリガー （自動算出）") == (
+        "deploy v1.0.0 (run 20261120T144900Z-aaaaaa) @ 2026-11-20 14:50:00 UTC")
     assert _section(doc, "解決策 （自動算出）") == "ロールバック → v0.9.0 @ 2026-11-20 15:08:00 UTC"
     assert _section(doc, "検知 （自動算出）") == "demo-5xx @ 2026-11-20 14:53:00 UTC"
     rows = _section(doc, "アクションアイテム").splitlines()

@@ -11,7 +11,6 @@ field to fill, never guessed.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,23 +47,37 @@ class Case:
     end: datetime
     lang: str = "ja"
     facts: dict[str, Any] = field(default_factory=dict)
+    trigger: dict[str, Any] | None = None  # the run record of the deploy that preceded the incident
+
+
+def trigger_text(case: Case) -> str:
+    """The trigger as the postmortem names it: `deploy v1.0.0 (run …) @ …`, the run that preceded the start."""
+    if not case.trigger:
+        return i18n.t("unknown", case.lang)
+    run, started = case.trigger, incident.parse_time(case.trigger["facts"]["deploy_started"])
+    return f"deploy {run.get('version', '?')} (run {run.get('run_id', '?')}) @ {incident.fmt(started)}"
 
 
 def load(env: Environment, incident_id: str, lang: str = "", *, runs_root: Path | None = None,
          now: incident.Clock = incident.utcnow, before_minutes: float = 30, max_hours: float = 6) -> Case:
-    """The incident `incident_id` and its window: from before the suspected deploy to now (at most `max_hours`)."""
+    """The incident `incident_id`, the deploy that preceded it (the latest of any version before its start, from
+    the run records), and the window: from before that deploy to now (at most `max_hours`)."""
     data = incident.load_record(env.name, incident_id, runs_root)
     facts = data.get("facts", {})
     lang = i18n.resolve_lang(lang or facts.get("incident_lang", ""), env.lang)
     started = incident.parse_time(facts.get("incident_start") or data.get("started"))
+    trigger = incident.last_deploy(env.name, started, runs_root)
+    deployed = incident.parse_time(trigger["facts"]["deploy_started"]) if trigger else None
     inc = incident.Incident(incident_id, env.name, facts.get("incident_title", ""), started,
                             facts.get("suspected_version") or data.get("version", ""),
-                            facts.get("rollback_target", ""), lang)
-    deployed = incident.deploy_start(env, inc, runs_root)
+                            facts.get("rollback_target", ""), lang,
+                            opened=incident.parse_time(facts["incident_opened"]) if facts.get("incident_opened")
+                            else None, start_basis=facts.get("incident_start_basis") or "given", deploy=deployed,
+                            deploy_run=trigger.get("run_id", "") if trigger else "")
     start = min(started, deployed or started) - timedelta(minutes=before_minutes)
     end = min(now(), started + timedelta(hours=max_hours))
     return Case(env.name, incident_id, data, incident.status_reports(env.name, incident_id, runs_root), inc,
-                start, end, lang, facts)
+                start, end, lang, facts, trigger)
 
 
 # ------------------------------------------------------------------ the timeline
@@ -97,30 +110,7 @@ def run_events(env: str, start: datetime, end: datetime, runs_root: Path | None 
 
 def alarm_events(env: Environment, start: datetime, end: datetime, cloudwatch: Any = None) -> list[dict[str, Any]]:
     """State changes of the watched alarms (DescribeAlarmHistory), inside the window."""
-    cw = cloudwatch or aws.client(env, "cloudwatch")
-    names = {a["AlarmName"] for a in incident.watched_alarms(env, cw)}
-    out: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"StartDate": start, "EndDate": end, "HistoryItemType": "StateUpdate",
-                              "ScanBy": "TimestampAscending", "MaxRecords": 100}
-    for _page in range(50):
-        resp = aws.call(cw, "describe_alarm_history", **kwargs)
-        for item in resp.get("AlarmHistoryItems", []):
-            if item.get("AlarmName") not in names:
-                continue
-            try:
-                hist = json.loads(item.get("HistoryData") or "{}")
-            except json.JSONDecodeError:
-                hist = {}
-            old = (hist.get("oldState") or {}).get("stateValue", "?")
-            new = (hist.get("newState") or {}).get("stateValue", "?")
-            reason = (hist.get("newState") or {}).get("stateReason", item.get("HistorySummary", ""))
-            out.append({"time": incident.parse_time(item["Timestamp"]), "source": "CloudWatch",
-                        "event": f"{item['AlarmName']}: {old} → {new}", "detail": str(reason)[:200]})
-        token = resp.get("NextToken")
-        if not token:
-            break
-        kwargs["NextToken"] = token
-    return out
+    return incident.alarm_events(env, start, end, cloudwatch)
 
 
 def stack_events(env: Environment, start: datetime, end: datetime, cloudformation: Any = None
@@ -193,13 +183,20 @@ def timeline(env: Environment, case: Case, *, runs_root: Path | None = None, clo
 
 
 def key_moments(tl: pd.DataFrame, case: Case) -> dict[str, datetime | None]:
-    """deploy start → first alarm after it → rollback → first alarm back to OK after the rollback."""
+    """deploy start → first alarm after it → rollback → first alarm back to OK after the rollback.
+
+    The deploy is the trigger (the latest deploy of any version before the start, with its run);
+    without one, the latest "deploy started" of the timeline at or before the start.
+    """
     def first(mask: pd.Series, after: datetime | None) -> datetime | None:
         rows = tl[mask & (tl["time"] >= after)] if after is not None else tl[mask]
         return rows["time"].iloc[0] if len(rows) else None
 
-    version = case.inc.version
-    deploy = first(tl["event"] == f"deploy started: {version}", None) if version else None
+    if case.trigger:
+        deploy: datetime | None = incident.parse_time(case.trigger["facts"]["deploy_started"])
+    else:
+        before = tl[tl["event"].str.startswith("deploy started: ") & (tl["time"] <= case.inc.started)]
+        deploy = before["time"].iloc[-1] if len(before) else None
     alarm = first(tl["event"].str.endswith("→ ALARM"), deploy)
     is_rollback = tl["event"].isin(["rollback started"]) | tl["event"].str.startswith("rollback tag ")
     rollback = first(is_rollback, alarm or deploy)
@@ -264,9 +261,9 @@ def sections(case: Case, moments: dict[str, datetime | None], tl: pd.DataFrame) 
     t = lambda k: i18n.t(k, lang)  # noqa: E731
     fill = f"**{t('to_fill')}** {t('pm.human')}"
     imp = case.facts.get("impact")
-    impact_line = incident.Impact(**imp).summary(lang) if isinstance(imp, dict) else t("unknown")
-    trigger = (f"deploy {case.inc.version} @ {incident.fmt(moments.get('deploy_start'))}" if moments.get("deploy_start")
-               else t("unknown"))
+    impact_line = incident.Impact.from_facts(imp).summary(lang) if isinstance(imp, dict) else t("unknown")
+    trigger = trigger_text(case) if case.trigger else (
+        f"deploy @ {incident.fmt(moments.get('deploy_start'))}" if moments.get("deploy_start") else t("unknown"))
     rb = moments.get("rollback")
     resolution = f"{t('pm.rollback')} → {case.inc.previous_version or '?'} @ {incident.fmt(rb)}" if rb else fill
     alarm_rows = tl[tl["event"].str.endswith("→ ALARM")]
