@@ -171,12 +171,97 @@ def clients() -> dict[str, FakeClient]:
     }
 
 
+# ------------------------------------------------------------------ an error spike, rolled back (issue 11)
+#
+# v1.0.0 was released twice: run A at 14:54:10 (healthy), run B at 14:59:10 (5 % of requests answer 500, 8.75 %
+# in the minute 15:02), rolled back by its own pipeline (rollback phase 15:04:20-15:05:10, code back 15:04:31-44).
+# At 15:04:31 one 1-second period holds 18 requests, 13 of them 5xx (72 %): it must never be a headline figure.
+# The incident is opened at 15:05:30, after the rollback; 10-s periods of 80 requests, p99 20 ms (30 ms in the fault).
+
+SPIKE_A = datetime(2026, 11, 28, 14, 54, 10, tzinfo=UTC)
+SPIKE_B = datetime(2026, 11, 28, 14, 59, 10, tzinfo=UTC)
+SPIKE_OPENED = datetime(2026, 11, 28, 15, 5, 30, tzinfo=UTC)
+SPIKE_RUN_A = "20261128T145300Z-aaaaaa"
+SPIKE_RUN_B = "20261128T145800Z-bbbbbb"
+
+
+def hm(hour: int, minute: int, second: int = 0) -> datetime:
+    return datetime(2026, 11, 28, hour, minute, second, tzinfo=UTC)
+
+
+def spike_metrics(end: datetime | None = None) -> Any:
+    """The target group's metrics from 14:40 (10-s periods, the 1-s spike at 15:04:31), as fetch_metrics shapes them."""
+    from shipbook import incident
+
+    series: dict[str, dict] = {k: {} for k in ("requests", "errors", "p50", "p95", "p99")}
+    t, end = hm(14, 40), end or hm(15, 10)
+    while t < end:
+        bad = SPIKE_B <= t < hm(15, 4, 30)
+        series["requests"][t] = 80.0
+        series["errors"][t] = (7.0 if hm(15, 2) <= t < hm(15, 3) else 4.0) if bad else 0.0
+        series["p50"][t], series["p95"][t], series["p99"][t] = 0.01, 0.015, 0.03 if bad else 0.02
+        t += timedelta(seconds=10)
+    spike = hm(15, 4, 31)
+    series["requests"][spike], series["errors"][spike] = 18.0, 13.0
+    series["p50"][spike], series["p95"][spike], series["p99"][spike] = 0.01, 0.02, 0.04
+    return incident.metrics_frame(series)
+
+
+def spike_history(runs_root: Path, *, rollback: str = "succeeded") -> None:
+    """v0.9.0 the day before; v1.0.0 run A (healthy) and run B (the fault; its rollback `rollback`, or none: "")."""
+    write_run(runs_root, "v0.9.0", "20261127T100000Z-000000", previous_version="v0.8.0",
+              facts={"deploy_started": iso(hm(10, 0) - timedelta(days=1))})
+    write_run(runs_root, "v1.0.0", SPIKE_RUN_A, previous_version="v0.9.0",
+              facts={"deploy_started": iso(SPIKE_A), "deploy_finished": iso(SPIKE_A + timedelta(seconds=40))},
+              phases=[phase("deploy", SPIKE_A, 1), phase("verify", SPIKE_A + timedelta(minutes=1), 2)])
+    facts = {"deploy_started": iso(SPIKE_B), "deploy_finished": iso(SPIKE_B + timedelta(seconds=40))}
+    phases = [phase("deploy", SPIKE_B, 1), phase("verify", SPIKE_B + timedelta(minutes=1), 4)]
+    if rollback:
+        facts.update(rollback_tag="v1.0.1-rollback", rolled_back_to="v0.9.0", rollback_started=iso(hm(15, 4, 31)),
+                     rollback_finished=iso(hm(15, 4, 44)))
+        phases.append(phase("rollback", hm(15, 4, 20), 50 / 60, rollback))
+    d = write_run(runs_root, "v1.0.0", SPIKE_RUN_B, previous_version="v0.9.0", facts=facts, phases=phases)
+    if rollback == "succeeded":
+        data = json.loads((d / audit.RECORD).read_text(encoding="utf-8"))
+        (d / audit.RECORD).write_text(json.dumps({**data, "status": "rolled-back"}), encoding="utf-8")
+
+
+def spike_clients(*, live_errors: float = 0.0, alarm: str = "OK") -> dict[str, FakeClient]:
+    """CloudWatch now: `live_errors` 5xx per 80 requests in every period asked for, the 5xx alarm in `alarm`; its
+    history: OK → ALARM at 15:01:30, back to OK at 15:05:20 (when `alarm` is OK)."""
+    def live(**kw: Any) -> dict:
+        period = kw["MetricDataQueries"][0]["MetricStat"]["Period"]
+        stamps, t = [], kw["StartTime"]
+        while t < kw["EndTime"]:
+            stamps.append(t)
+            t += timedelta(seconds=period)
+        values = {"requests": 80.0, "errors": live_errors, "p50": 0.01, "p95": 0.015, "p99": 0.02}
+        return {"MetricDataResults": [{"Id": q["Id"], "Timestamps": stamps, "Values": [values[q["Id"]]] * len(stamps)}
+                                      for q in kw["MetricDataQueries"]]}
+
+    def history(**kw: Any) -> dict:
+        items = [history_item("demo-5xx", hm(15, 1, 30), "OK", "ALARM", "Threshold Crossed: 5xx > 5")]
+        if alarm == "OK":
+            items.append(history_item("demo-5xx", hm(15, 5, 20), "ALARM", "OK"))
+        return {"AlarmHistoryItems": [i for i in items if kw["StartDate"] <= i["Timestamp"] <= kw["EndDate"]]}
+
+    alarms = [{"AlarmName": "demo-5xx", "AlarmActions": ["arn:aws:sns:ap-northeast-1:123456789012:alarms"],
+               "StateValue": alarm}]
+    return {"cloudwatch": FakeClient("cloudwatch", get_metric_data=live, describe_alarms=lambda **kw: {
+                "MetricAlarms": alarms}, describe_alarm_history=history),
+            "elbv2": FakeClient("elasticloadbalancing", describe_target_groups=target_groups)}
+
+
 # ------------------------------------------------------------------ the app, served on loopback
 
 
 class _App(BaseHTTPRequestHandler):
-    pages = {"/health/": (200, '{"status": "ok"}'), "/version/": (200, '{"version": "v0.9.0"}'),
-             "/products/": (200, '{"products": [{"id": 14}]}')}
+    version = "v0.9.0"
+
+    @property
+    def pages(self) -> dict[str, tuple[int, str]]:
+        return {"/health/": (200, '{"status": "ok"}'), "/version/": (200, json.dumps({"version": self.version})),
+                "/products/": (200, '{"products": [{"id": 14}]}')}
 
     def do_GET(self) -> None:
         code, body = self.pages.get(self.path, (404, "not found"))
@@ -192,8 +277,9 @@ class _App(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def app_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _App)
+def app_server(version: str = "v0.9.0") -> Iterator[str]:
+    """The app on loopback, serving `version` at /version/."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("App", (_App,), {"version": version}))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
