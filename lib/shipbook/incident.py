@@ -980,9 +980,9 @@ def decide_state(suspected: str, served: str, rollback: RollbackInfo | None, che
     longer serves it. Converged: rolled back, not serving the suspected version, and no
     convergence check fails. A running rollback is waited for; a failed one is no rollback.
     """
-    failing = [c for c in checks if c.verdict == "fail"]
     from shipbook.deploy.health import same_version
 
+    failing = [c for c in checks if c.verdict == "fail"]
     still = bool(served and suspected and same_version(served, suspected))
     if rollback is not None and rollback.status == "running":
         return ROLLING_BACK, failing
@@ -1267,8 +1267,9 @@ def status_report(env: Environment, incident_id: str, lang: str = "", *, impact:
         impact = Impact.from_facts(imp).summary(lang) if imp else i18n.t("unknown", lang)
     if not current:
         since = parse_time(facts["suspected_deploy"]) if facts.get("suspected_deploy") else started
+        base = (imp or {}).get("p99_baseline")
         current = current_status(env, started, lang, t, suspected=facts.get("suspected_version", ""), since=since,
-                                 p99_baseline=float((imp or {}).get("p99_baseline", float("nan"))),
+                                 p99_baseline=float(base) if isinstance(base, int | float) else float("nan"),
                                  runs_root=runs_root, cloudwatch=cloudwatch, elbv2=elbv2, get=get, http_get=http_get)
     rep = StatusReport(incident_id, lang, audit_iso(t), started_text(started, opened, lang), impact, current,
                        eta or i18n.t("to_fill", lang), fmt(t + timedelta(minutes=next_update_minutes)))
