@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shipbook import audit, feedback, incident
+from shipbook import audit, feedback, incident, trail
 from shipbook.runs_index import write_index
 
 ENV = "sandbox"
@@ -47,7 +47,7 @@ def root(tmp_path: Path) -> Path:
     feedback.add(ENV, "v1.0.0", "the export is slow", runs_root=root)
     write_index(root)
     (root / ".gitkeep").write_text("", encoding="utf-8")
-    assert audit.verify(root) == []
+    assert trail.verify(root) == []
     return root
 
 
@@ -66,20 +66,20 @@ def test_a_file_no_run_owns_is_reported(root: Path, planted: str) -> None:
     path = root / planted
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("<script>steal()</script>", encoding="utf-8")
-    problems = audit.verify(root)
+    problems = trail.verify(root)
     assert any(p.startswith(f"{planted}: unexpected file") for p in problems), problems
 
 
 def test_a_file_beside_the_index_is_reported_only_when_auditing_everything(root: Path) -> None:
     (root / "evil.html").write_text("x", encoding="utf-8")
-    assert "evil.html: unexpected file (not the index, and in no environment)" in audit.verify(root)
-    assert audit.verify(root, ENV) == []
+    assert "evil.html: unexpected file (not the index, and in no environment)" in trail.verify(root)
+    assert trail.verify(root, ENV) == []
 
 
 def test_auditing_one_environment_reports_its_stray_files(root: Path) -> None:
     (root / ENV / "v1.0.0" / "x").mkdir()
     (root / ENV / "v1.0.0" / "x" / "evil.html").write_text("x", encoding="utf-8")
-    assert audit.verify(root, ENV) == ["sandbox/v1.0.0/x/evil.html: unexpected file (belongs to no run)"]
+    assert trail.verify(root, ENV) == ["sandbox/v1.0.0/x/evil.html: unexpected file (belongs to no run)"]
 
 
 def test_the_incident_status_file_name_matches_the_incident_module() -> None:

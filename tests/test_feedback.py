@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from shipbook import audit, feedback
+from shipbook import audit, feedback, trail
 from shipbook.errors import InputError
 from shipbook.redact import Redactor
 
@@ -51,7 +51,7 @@ def test_the_file_is_outside_run_dirs_so_the_audit_stays_clean(tmp_path):
     rec.save()
     rec.seal(tmp_path)
     feedback.add("sandbox", "v1.0.0", "a problem", runs_root=tmp_path)
-    assert audit.verify(tmp_path, "sandbox") == []
+    assert trail.verify(tmp_path, "sandbox") == []
 
 
 def test_inputs_are_checked_and_secrets_masked(tmp_path):

@@ -9,7 +9,7 @@ import json
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-from shipbook import audit, incident, postmortem
+from shipbook import audit, incident, postmortem, trail
 from shipbook.errors import InputError, PhaseError
 
 pytestmark = pytest.mark.xdist_group("kernels")
@@ -84,7 +84,7 @@ def test_an_incident_its_re_run_and_its_postmortem_live_in_the_incident_dir(make
     assert [json.loads(line)["record_sha256"] for line in ledger.lines()] == [audit.sha256_file(rec.path)]
     assert not (runs / env.name / audit.LEDGER).exists()  # the release ledger is not touched
     incident.status_report(env, rec.run_id, "ja", current="調査中", runs_root=runs)
-    assert audit.verify(runs, env.name) == []
+    assert trail.verify(runs, env.name) == []
 
     # `shipbook incident --id … --prevention …`: the same dir, the same parameters, one more item
     again = incident.converge(env, rec.run_id, ["カナリアで p99 を監視"], runs_root=runs)
@@ -102,7 +102,7 @@ def test_an_incident_its_re_run_and_its_postmortem_live_in_the_incident_dir(make
                                      "postmortem.en.stakeholder.html", "postmortem.en.result.json"}
     assert pm.data["facts"]["postmortem_lang"] == "en" and pm.data["status"] == "open"
     assert not (nbdir / "postmortem.en.ipynb").exists()  # the copy lived in a temp dir
-    assert len(ledger.lines()) == 3 and audit.verify(runs, env.name) == []
+    assert len(ledger.lines()) == 3 and trail.verify(runs, env.name) == []
     # runs/index.html, rebuilt by each run, lists the incident with its notebooks
     incidents_part = (runs / "index.html").read_text(encoding="utf-8").split("<h2>Incidents</h2>")[1]
     assert f'data-run-id="{rec.run_id}"' in incidents_part
@@ -120,7 +120,7 @@ def test_a_failing_incident_notebook_is_recorded_and_raised(make_env, nbdir, tmp
     data = incident.load_record(env.name, "inc-broken", runs)
     assert data["status"] == "failed" and data["phases"][0]["status"] == "failed"
     assert "incident.ipynb" in data["phases"][0]["files"]  # the partial notebook is kept, hashed
-    assert audit.verify(runs, env.name) == []
+    assert trail.verify(runs, env.name) == []
 
 
 def test_bad_standalone_requests_write_nothing(make_env, nbdir, tmp_path):

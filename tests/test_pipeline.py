@@ -8,7 +8,7 @@ import shutil
 
 import nbformat
 import pytest
-from shipbook import audit, lock, release
+from shipbook import audit, lock, release, trail
 from shipbook.errors import EXIT_GATE, GateError, LockHeldError, PhaseError
 from shipbook.pipeline import Progress, RunOptions
 from shipbook.redact import Redactor
@@ -65,7 +65,7 @@ def test_success_runs_every_phase_hands_facts_on_and_records_hashes(make_env, no
     assert rec.data["operator"]["aws_arn"].startswith("arn:aws:")
     assert lock.ReleaseLock(env).holder() is None
     assert (ctx.runs_root / "index.html").is_file()
-    assert audit.verify(ctx.runs_root) == []
+    assert trail.verify(ctx.runs_root) == []
     assert "AWS_ENDPOINT_URL" not in os.environ  # endpoints go to kernels only, never our environment
 
 
@@ -128,7 +128,7 @@ def test_resume_continues_from_the_first_phase_that_did_not_succeed(make_env, no
     assert [e[1] for e in progress.events if e[0] == "start"] == ["backup", "deploy"]
     assert rec.data["phases"][0]["started"] == first["phases"][0]["started"]
     assert rec.data["status"] == "succeeded"
-    assert audit.verify(ctx.runs_root) == []
+    assert trail.verify(ctx.runs_root) == []
 
 
 def test_tampering_is_reported_by_audit(make_env, notebook_dir, ctx):
@@ -136,21 +136,21 @@ def test_tampering_is_reported_by_audit(make_env, notebook_dir, ctx):
     env = make_env(phases=("precheck",))
     rec, _ = run(env, ctx)
     run(env, ctx)  # a second run chains onto the first
-    assert audit.verify(ctx.runs_root) == []
+    assert trail.verify(ctx.runs_root) == []
     html = rec.dir / "01_precheck.html"
     data = bytearray(html.read_bytes())
     data[100] ^= 1
     html.write_bytes(bytes(data))
     (rec.dir / "extra.txt").write_text("hello")
     (rec.dir / "01_precheck.stakeholder.html").unlink()
-    problems = audit.verify(ctx.runs_root)
+    problems = trail.verify(ctx.runs_root)
     assert any("01_precheck.html: changed" in p for p in problems)
     assert any("extra.txt: unexpected file" in p for p in problems)
     assert any("01_precheck.stakeholder.html: missing" in p for p in problems)
     record = json.loads(rec.path.read_text())
     record["operator"]["git_user"] = "Mallory"
     rec.path.write_text(json.dumps(record))
-    assert any("run.json: changed since it was sealed" in p for p in audit.verify(ctx.runs_root))
+    assert any("run.json: changed since it was sealed" in p for p in trail.verify(ctx.runs_root))
 
 
 def test_a_second_release_on_a_locked_environment_exits_2_naming_the_holder(make_env, notebook_dir, ctx):
@@ -244,7 +244,7 @@ def test_ctrl_c_marks_the_run_failed_and_releases_the_lock(make_env, notebook_di
     rec = json.loads(next(ctx.runs_root.rglob("run.json")).read_text())
     assert rec["status"] == "failed" and rec["phases"][0]["status"] == "failed"
     assert rec["finished"] is not None
-    assert audit.verify(ctx.runs_root) == []  # an interrupted run is sealed like any other
+    assert trail.verify(ctx.runs_root) == []  # an interrupted run is sealed like any other
 
 
 def test_rollback_recommendation_with_auto_rollback_runs_rollback_then_report(make_env, notebook_dir, ctx):

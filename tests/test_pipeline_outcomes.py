@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from shipbook import audit, lock, release
+from shipbook import lock, release, trail
 from shipbook.errors import EXIT_GATE, EXIT_INFRA, GateError, PhaseError, ShipbookError
 from shipbook.pipeline import Progress, RunOptions
 from shipbook.redact import Redactor
@@ -98,7 +98,7 @@ def test_a_failed_mirror_keeps_the_gate_error_and_is_recorded(make_env, notebook
     rec = record(ctx)
     assert rec["status"] == "blocked"
     assert rec["mirror"]["status"] == "failed" and "NoSuchBucket" in rec["mirror"]["error"]
-    assert audit.verify(ctx.runs_root) == []  # the record changed after its seal and was sealed again
+    assert trail.verify(ctx.runs_root) == []  # the record changed after its seal and was sealed again
     assert lock.ReleaseLock(env).holder() is None
 
 
@@ -107,4 +107,4 @@ def test_a_failed_mirror_keeps_a_successful_run_successful(make_env, notebook_di
     env = make_env(phases=("precheck",), runs_url="s3://no-such-bucket-for-shipbook/audit")
     rec = run(env, ctx)  # returns: the CLI exits 0
     assert rec.data["status"] == "succeeded" and rec.data["mirror"]["status"] == "failed"
-    assert audit.verify(ctx.runs_root) == []
+    assert trail.verify(ctx.runs_root) == []

@@ -192,10 +192,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from shipbook import audit
+    from shipbook import audit, trail
     from shipbook.errors import AuditError
 
-    problems = audit.verify(audit.RUNS_ROOT, args.env)
+    problems = trail.verify(audit.RUNS_ROOT, args.env)
     for prob in problems:
         print(f"AUDIT: {prob}")
     if problems:
