@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from shipbook import audit
+from shipbook import audit, i18n
 from test_release import remote_tags
 
 pytestmark = pytest.mark.xdist_group("sandbox-rollback")
@@ -35,6 +37,11 @@ def last(twin, version: str) -> dict:
     rec = audit.latest_run(twin.runs, "sandbox", version)
     assert rec is not None
     return rec
+
+
+def incident_facts(twin, incident_id: str) -> dict:
+    record = json.loads((twin.runs / "sandbox" / "incidents" / incident_id / "run.json").read_text(encoding="utf-8"))
+    return record["facts"]
 
 
 def phase(rec: dict, name: str) -> dict:
@@ -96,10 +103,19 @@ def test_error_spike_release_rollback_incident_status_reports_and_postmortem(twi
     assert "ロールバック" in report_page and "v1.0.1-rollback" in report_page  # the manager's page tells it
 
     deploy_started = rec["facts"]["deploy_started"]
-    out = twin.run("make", "--no-print-directory", "incident", "TITLE=5xx after v1.0.0", f"START={deploy_started}",
-                   "SUSPECT=v1.0.0")
+    out = twin.run("make", "--no-print-directory", "incident", "TITLE=5xx after v1.0.0", "SUSPECT=v1.0.0")
     assert out.returncode == 0, out.stderr[-3000:]
     incident_id = re.search(r"incident (\S+) opened", out.stdout).group(1)
+    facts = incident_facts(twin, incident_id)
+    # it starts from what already happened: rolled back, converged → no second rollback
+    assert facts["current_state"]["state"] == "converged", facts["current_state"]
+    assert facts["current_state"]["rollback"]["run_id"] == rec["run_id"]
+    assert facts["decision"].startswith(i18n.t("incident.advice.monitor", "ja")), facts["decision"]
+    assert i18n.t("incident.recommend_rollback", "ja") not in facts["decision"]
+    # 発生時刻 is when the errors began (after the deploy), found without START, not when the incident was opened
+    assert facts["incident_start_basis"] != "opened", facts["incident_start_basis"]
+    assert deploy_started <= facts["incident_start"] < facts["incident_opened"], facts
+    assert facts["suspected_deploy_run"] == rec["run_id"]
     out = twin.run("incident", "--id", incident_id, "--prevention", "5xx canary alarm on every deploy",
                    "--prevention", "error-spike rehearsal in CI")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -111,6 +127,13 @@ def test_error_spike_release_rollback_incident_status_reports_and_postmortem(twi
         reports.append(out.stdout)
     for field in ("発生時刻", "影響範囲", "現在の状況", "対応予定時間", "次回の更新予定"):
         assert field in reports[0]
+    print("\nstatus report (ja):\n" + reports[0])
+    fields = dict(line.split("：", 1) for line in reports[0].splitlines() if "：" in line)
+    started = datetime.fromisoformat(facts["incident_start"]).astimezone(UTC)
+    assert f"{started:%H:%M}" in fields["発生時刻"], fields  # the onset, as a person would write it
+    assert re.search(r"5xx 率 \d+(\.\d)?%（\d+/\d+ 件）", fields["影響範囲"]), fields  # a pooled rate with its counts
+    assert re.search(r"最悪の1分 \d\d:\d\d", fields["影響範囲"]), fields  # the peak minute, named
+    assert "ロールバック済み" in fields["現在の状況"] and "収束" in fields["現在の状況"], fields
     for field in ("Started", "Impact", "Current status", "Expected resolution", "Next update"):
         assert field in reports[1]
     inc_dir = twin.runs / "sandbox" / "incidents" / incident_id
@@ -132,3 +155,25 @@ def test_error_spike_release_rollback_incident_status_reports_and_postmortem(twi
         assert any(c["id"] == "postmortem.timeline" and c["verdict"] == "pass" for c in pm["checks"])
     assert twin.run("audit").returncode == 0
     assert requests.get(twin.url("alb_url") + "/health/", timeout=5).ok
+
+
+@pytest.mark.xdist_group("sandbox")  # the other twin: it runs beside the error-spike flow
+def test_an_incident_opened_during_the_fault_recommends_the_rollback(twin):
+    """The faulty release deployed on its own (no verify, so no automatic rollback): the incident sees the
+    suspected version still serving and recommends rolling it back, with the command."""
+    twin.reset("error-spike")
+    out = twin.run("deploy", "v1.0.0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = last(twin, "v1.0.0")
+    finished = datetime.fromisoformat(rec["facts"]["deploy_finished"])
+    while datetime.now(UTC) < finished + timedelta(seconds=75):  # one whole minute of the fault to pool
+        time.sleep(5)
+    out = twin.run("make", "--no-print-directory", "incident", "TITLE=5xx on product pages", "SUSPECT=v1.0.0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    facts = incident_facts(twin, re.search(r"incident (\S+) opened", out.stdout).group(1))
+    assert facts["current_state"]["state"] == "not-rolled-back", facts["current_state"]
+    assert facts["current_state"]["served"].startswith("v1.0.0"), facts["current_state"]
+    assert facts["decision"] == i18n.t("incident.recommend_rollback", "ja"), facts["decision"]
+    notebook = (twin.runs / "sandbox" / "incidents" / facts["incident_id"] / "incident.ipynb").read_text("utf-8")
+    assert "make rollback VERSION=v1.0.0" in notebook  # the command, printed under the recommendation
+    assert rec["facts"]["deploy_started"] <= facts["incident_start"] < facts["incident_opened"], facts
