@@ -250,19 +250,6 @@ def test_a_handful_of_errors_in_a_quiet_second_is_not_a_headline():
     assert w.check().verdict == "pass" and w.worst_rate < 0.02
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("[rollback]\npool_seconds = 0\n", "rollback.pool_seconds: must be a positive multiple of verify.period"),
-    ("[verify]\nperiod = 60\n[rollback]\npool_seconds = 90\n", "rollback.pool_seconds: must be a positive multiple"),
-    ("[rollback]\npool_min_requests = 0\n", "rollback.pool_min_requests: must be at least 1"),
-])
-def test_the_pool_settings_are_validated(tmp_path, text, reason):
-    from shipbook.errors import ConfigError
-    from test_config import load_text
-
-    with pytest.raises(ConfigError, match=reason):
-        load_text(tmp_path, 'kind = "aws"\n' + text)
-
-
 def test_a_rollback_is_verified_against_the_window_before_the_broken_deploy():
     from shipbook.verify import phase as verify_phase
     from shipbook.verify.settings import VerifySettings

@@ -221,13 +221,11 @@ class RollbackSection:
     migrate_timeout: float = 1800.0
     restore_timeout: float = 3600.0
     poll: float = 5.0
-    pool_seconds: int = 60  # the rollback's own window: 5xx rates pooled over this long …
-    pool_min_requests: int = 50  # … and only where a pool holds this many requests
 
 
 @dataclass(frozen=True)
 class IncidentSection:
-    """How the incident notebook measures impact and finds when the incident started."""
+    """How 5xx rates are pooled for headline figures: an incident's impact and onset, a rollback's own window."""
 
     pool_seconds: int = 60  # 5xx rate and p99 pooled per minute (a multiple of verify.period) …
     min_requests: int = 50  # … and a pool with fewer requests never sets a headline figure
@@ -526,11 +524,6 @@ def _validate(env: Environment, fname: str) -> None:
     _validate_fatal_signature(env.verify, fname)
     if env.rollback.db_swap not in ("rename", "secret"):
         raise ConfigError(fname, "rollback.db_swap", f"must be rename or secret, got {env.rollback.db_swap!r}")
-    if env.rollback.pool_seconds < 1 or env.rollback.pool_seconds % env.verify.period:
-        raise ConfigError(fname, "rollback.pool_seconds", f"must be a positive multiple of verify.period "
-                          f"({env.verify.period}), got {env.rollback.pool_seconds}")
-    if env.rollback.pool_min_requests < 1:
-        raise ConfigError(fname, "rollback.pool_min_requests", "must be at least 1")
     wait = env.verify.settle_seconds + env.verify.canary_seconds + env.verify.publish_lag_seconds + 60
     if "verify" in env.runner.phases and env.runner.cell_timeout <= wait:
         raise ConfigError(fname, "runner.cell_timeout",

@@ -1,7 +1,8 @@
 """The rollback's own window: did the rollback add errors of its own?
 
 From the rollback's first change to the end of its re-verification, requests and 5xx are read
-from CloudWatch, pooled (`[rollback] pool_seconds`, only pools with `pool_min_requests`), and
+from CloudWatch, pooled as an incident's impact is (`[incident] pool_seconds`, only pools with
+`min_requests`), and
 each pool is held against the failing release's own rate before the rollback. A pool counts as
 extra errors when its rate is above the failing rate plus `[verify] error_rate_tolerance` by
 more than chance explains (one-sided binomial test at `[verify] alpha`, Bonferroni over the
@@ -136,12 +137,12 @@ def measure(env: Environment, *, start: datetime, end: datetime, failing_start: 
             dims: metrics.Dimensions | None = None) -> RollbackWindow:
     """Read both windows (one GetMetricData call each) and assess them."""
     period = env.verify.period
-    rb = env.rollback
+    pool = env.incident
     try:
         cloudwatch = cloudwatch or aws.client(env, "cloudwatch")
         dims = dims or metrics.dimensions(env)
     except ShipbookError as exc:
-        return RollbackWindow(start, end, rb.pool_seconds, error=str(exc))
+        return RollbackWindow(start, end, pool.pool_seconds, error=str(exc))
     during = metrics.fetch_window(cloudwatch, metrics.Window("rollback", metrics.align(start, period),
                                                              metrics.align(end, period, up=True)), dims, period,
                                   COUNTS)
@@ -149,7 +150,7 @@ def measure(env: Environment, *, start: datetime, end: datetime, failing_start: 
                                                               metrics.align(start, period)), dims, period, COUNTS)
     errors = {**during.errors, **failing.errors}
     if errors:
-        return RollbackWindow(start, end, rb.pool_seconds, error="; ".join(f"{k}: {v}" for k, v in errors.items()))
-    return assess(during.frame, failing.frame, start=start, end=end, pool_seconds=rb.pool_seconds,
-                  min_requests=rb.pool_min_requests, tolerance=env.verify.error_rate_tolerance,
+        return RollbackWindow(start, end, pool.pool_seconds, error="; ".join(f"{k}: {v}" for k, v in errors.items()))
+    return assess(during.frame, failing.frame, start=start, end=end, pool_seconds=pool.pool_seconds,
+                  min_requests=pool.min_requests, tolerance=env.verify.error_rate_tolerance,
                   alpha=env.verify.alpha)
