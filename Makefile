@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LAB_STAMP := $(VENV)/.lab-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ENV ?= sandbox
 SB := $(PY) -m shipbook
 # User values reach the shell only as quoted environment variables, never spliced into a command line.
@@ -47,6 +48,13 @@ $(STAMP): pyproject.toml
 		|| { tail -30 $(VENV)/pip.log >&2; echo "error: installing into $(VENV) failed (log: $(VENV)/pip.log)" >&2; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# JupyterLab is its own extra: installed on the first `make lab` (and for the tests), never for a release.
+$(LAB_STAMP): $(STAMP)
+	@echo "installing JupyterLab into $(VENV) (first make lab) …"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[sandbox,dev,lab]' > $(VENV)/pip-lab.log 2>&1 \
+		|| { tail -30 $(VENV)/pip-lab.log >&2; echo "error: installing JupyterLab failed (log: $(VENV)/pip-lab.log)" >&2; exit 1; }
+	@rm -f $(VENV)/.lab-installed-* && touch $@
+
 need-version = $(if $(VERSION),,$(error VERSION is required, e.g. make $@ VERSION=v1.0.0))
 
 release: $(STAMP)
@@ -87,7 +95,7 @@ runs: $(STAMP)
 audit: $(STAMP)
 	@$(SB) audit
 
-lab: $(STAMP)
+lab: $(LAB_STAMP)
 	@$(SB) lab --env "$$ENV" $(if $(LAB_PORT),--port "$$LAB_PORT") $(if $(filter 1 yes true,$(NO_BROWSER)),--no-browser)
 
 sandbox: $(STAMP)
@@ -96,7 +104,7 @@ sandbox: $(STAMP)
 sandbox-down: $(STAMP)
 	@$(SB) sandbox down
 
-test: $(STAMP)
+test: $(LAB_STAMP)
 	@$(VENV)/bin/pytest -n 2 --dist loadgroup -m "not rehearsal" $(PYTEST_ARGS)
 
 rehearsals: $(STAMP)

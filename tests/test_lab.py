@@ -310,3 +310,16 @@ def test_make_lab_passes_the_port_and_no_browser_on() -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert '-m shipbook lab --env "$ENV" --port "$LAB_PORT" --no-browser' in out.stdout
+
+
+def test_without_the_lab_extra_it_says_how_to_install_it(monkeypatch):
+    """JupyterLab is an extra a release never installs: without it, one line naming the fix, nothing started."""
+    from shipbook.errors import InfraError
+
+    real = lab.importlib.util.find_spec
+    monkeypatch.setattr(lab.importlib.util, "find_spec", lambda name, *a: None if name == "jupyterlab" else
+                        real(name, *a))
+    server = lab.Lab(free_port(), {}, open_browser=False)
+    with pytest.raises(InfraError, match=r"JupyterLab is not installed.*make lab.*\.\[lab\]"):
+        server.start()
+    assert server.proc is None

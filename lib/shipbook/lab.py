@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import http.client
+import importlib.util
 import logging
 import os
 import re
@@ -91,6 +92,9 @@ class Lab:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the server and return once it answers with our token; InfraError (with the reason) if not."""
+        if importlib.util.find_spec("jupyterlab") is None:
+            raise InfraError("JupyterLab is not installed in this environment: `make lab` installs it (the `lab` "
+                             "extra: pip install -e '.[lab]')")
         # its own session: a terminal Ctrl-C reaches shipbook only, which then stops the server cleanly
         # (SIGTERM: the server shuts its kernels down; SIGINT without a tty would skip that)
         self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.root, stdin=subprocess.DEVNULL,
