@@ -18,6 +18,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
+from fake_paging import paginator
 from matplotlib.figure import Figure
 from shipbook import deploy
 from shipbook.deploy.ecs import EcsBaseline, EcsStage
@@ -238,6 +239,9 @@ class FakeClient:
 
     def __getattr__(self, op: str):
         return lambda **params: self._world.answer(self._service, op, params)
+
+    def get_paginator(self, op: str):
+        return paginator(self._service, op, getattr(self, op))
 
 
 class FakeGitHub:

@@ -32,6 +32,12 @@ class FakeClient:
             return fn(**kw)
         return call
 
+    def get_paginator(self, op):
+        """boto3's real paginator over the canned operation (its own token names)."""
+        from fake_paging import paginator
+
+        return paginator(self.meta.service_model.service_name, op, getattr(self, op))
+
 
 def env(**kw) -> config.Environment:
     contacts = kw.pop("contacts", (config.Contact("インフラ担当者", "Ito", email="ito@example.invalid"),))

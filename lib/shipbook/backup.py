@@ -165,17 +165,8 @@ def _describe_snapshot(rds: Any, snapshot_id: str) -> dict | None:
 
 def manual_snapshots(rds: Any, instance: str) -> list[dict]:
     """Every manual snapshot of the instance (all pages)."""
-    out: list[dict] = []
-    marker = None
-    while True:
-        params: dict[str, Any] = {"DBInstanceIdentifier": instance, "SnapshotType": "manual"}
-        if marker:
-            params["Marker"] = marker
-        page = aws.call(rds, "describe_db_snapshots", **params)
-        out += page.get("DBSnapshots") or []
-        marker = page.get("Marker")
-        if not marker:
-            return out
+    return aws.collect(rds, "describe_db_snapshots", "DBSnapshots", DBInstanceIdentifier=instance,
+                       SnapshotType="manual")
 
 
 def plan(rds: Any, instance: str, version: str, run_id: str = "", snapshot_id: str = "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -63,27 +64,42 @@ def _client(env: Environment, service: str) -> Any:
     return session(env).client(service, **kwargs)
 
 
+# One limit policy for every listing: boto3's paginators (each API's own token: NextToken, Marker,
+# nextToken …), read lazily; a listing that goes past MAX_ITEMS is an error, never silently cut.
+MAX_ITEMS = 10_000
+
+
+def _translate(service: str, operation: str, exc: Exception) -> AwsError:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return AwsError(service, operation, err.get("Code", "Unknown"), err.get("Message", str(exc)))
+    return AwsError(service, operation, type(exc).__name__, str(exc)[:300])
+
+
 def call(cli: Any, operation: str, **params: Any) -> dict:
     """Call `operation` on `cli`, translating botocore errors into AwsError."""
-    service = cli.meta.service_model.service_name
     try:
         return getattr(cli, operation)(**params)
-    except ClientError as exc:
-        err = exc.response.get("Error", {})
-        raise AwsError(service, operation, err.get("Code", "Unknown"), err.get("Message", str(exc))) from exc
-    except (BotoCoreError, ResponseParserError) as exc:  # ResponseParserError: an endpoint without the action
-        raise AwsError(service, operation, type(exc).__name__, str(exc)[:300]) from exc
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:  # ResponseParserError: no such action
+        raise _translate(cli.meta.service_model.service_name, operation, exc) from exc
 
 
-def collect(cli: Any, operation: str, key: str, *, max_pages: int = 50, **params: Any) -> list[Any]:
-    """Every item under `key` of every page of `operation` (NextToken paging, at most `max_pages` calls)."""
+def pages(cli: Any, operation: str, **params: Any) -> Iterator[dict]:
+    """Every page of `operation`, through its boto3 paginator, errors translated; stop iterating to stop reading."""
+    try:
+        yield from cli.get_paginator(operation).paginate(**params)
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+        raise _translate(cli.meta.service_model.service_name, operation, exc) from exc
+
+
+def collect(cli: Any, operation: str, key: str, **params: Any) -> list[Any]:
+    """Every item under `key` of every page of `operation`; more than MAX_ITEMS is an AwsError, not a cut list."""
     out: list[Any] = []
-    for _ in range(max_pages):
-        page = call(cli, operation, **params)
-        out += page.get(key, [])
-        if not page.get("NextToken"):
-            break
-        params["NextToken"] = page["NextToken"]
+    for page in pages(cli, operation, **params):
+        out += page.get(key) or []
+        if len(out) > MAX_ITEMS:
+            raise AwsError(cli.meta.service_model.service_name, operation, "TooManyItems",
+                           f"more than {MAX_ITEMS} {key}: narrow the query")
     return out
 
 

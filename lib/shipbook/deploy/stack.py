@@ -14,13 +14,14 @@ from typing import Any
 
 import pandas as pd
 
+from shipbook import aws
 from shipbook.deploy.model import CLOUDFORMATION, ECS, WORKFLOW
 from shipbook.deploy.poll import Stage, finished
 from shipbook.deploy.timeline import Timeline
+from shipbook.errors import AwsError
 
 STACK_TYPE = "AWS::CloudFormation::Stack"
 GOOD = ("UPDATE_COMPLETE", "CREATE_COMPLETE", "IMPORT_COMPLETE")
-MAX_PAGES = 5
 EVENT_COLUMNS = ["time", "resource", "type", "status", "reason"]
 
 
@@ -85,23 +86,20 @@ class StackStage(Stage):
         return changed
 
     def _new_events(self) -> list[dict[str, Any]]:
-        """Events newer than the baseline, oldest first, at most MAX_PAGES pages."""
+        """Events newer than the baseline, oldest first (the API lists newest first: reading stops at the
+        baseline, so a long history is not read)."""
         out: list[dict[str, Any]] = []
-        cursor = ""
-        for _ in range(MAX_PAGES):
-            params: dict[str, Any] = {"StackName": self.stack}
-            if cursor:
-                params["NextToken"] = cursor
-            page = self.call(self.cfn, "describe_stack_events", **params)
+        for page in aws.pages(self.cfn, "describe_stack_events", StackName=self.stack):
+            self.calls += 1  # each page is a call against the stage's budget
             for ev in page.get("StackEvents", []):
                 if ev["EventId"] == self.baseline_event or ev["EventId"] in self._ids:
                     return list(reversed(out))
                 if self.since is not None and not self.baseline_event and ev["Timestamp"] < self.since:
                     return list(reversed(out))
                 out.append(ev)
-            cursor = page.get("NextToken", "")
-            if not cursor:
-                break
+                if len(out) > aws.MAX_ITEMS:
+                    raise AwsError("cloudformation", "describe_stack_events", "TooManyItems",
+                                   f"more than {aws.MAX_ITEMS} new events since the baseline")
         return list(reversed(out))
 
     def _record(self, ev: dict[str, Any], t: datetime) -> None:
