@@ -178,8 +178,8 @@ def find_snapshot(rds: Any, instance: str, snapshot_id: str = "", before: dateti
                 return db_mod.Snapshot(snapshot_id, None, "not found", instance)
             raise
     else:
-        snaps = aws.call(rds, "describe_db_snapshots", DBInstanceIdentifier=instance,
-                         SnapshotType="manual").get("DBSnapshots", [])
+        snaps = aws.collect(rds, "describe_db_snapshots", "DBSnapshots", DBInstanceIdentifier=instance,
+                            SnapshotType="manual")
         snaps = [s for s in snaps if s.get("Status") == "available" and s.get("SnapshotCreateTime")
                  and (before is None or s["SnapshotCreateTime"] <= before)]
         snaps.sort(key=lambda s: s["SnapshotCreateTime"], reverse=True)
