@@ -103,6 +103,15 @@ def collect(cli: Any, operation: str, key: str, **params: Any) -> list[Any]:
     return out
 
 
+def target_group(cli: Any, name: str, call: Any = call) -> dict:
+    """The target group named `name` (elbv2 DescribeTargetGroups). `call`: a counting wrapper of `call`, if any."""
+    groups = call(cli, "describe_target_groups", Names=[name]).get("TargetGroups") or []
+    if not groups:
+        raise AwsError("elasticloadbalancing", "describe_target_groups", "TargetGroupNotFound",
+                       f"no target group {name}")
+    return groups[0]
+
+
 def _check_account(env: Environment, account: str) -> None:
     """Refuse credentials of the wrong account: the sandbox's must be the emulator's, others `aws.account_id`."""
     source = env.source or env.name

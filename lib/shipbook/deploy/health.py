@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import requests
 
+from shipbook import aws
 from shipbook.deploy.model import ECS, HEALTH, HealthSample
 from shipbook.deploy.poll import Stage
 from shipbook.deploy.timeline import Timeline
@@ -165,8 +166,7 @@ class HealthStage(Stage):
 
     def _target_states(self) -> Counter[str]:
         if not self._tg_arn:
-            groups = self.call(self.elbv2, "describe_target_groups", Names=[self.target_group])["TargetGroups"]
-            self._tg_arn = groups[0]["TargetGroupArn"]
+            self._tg_arn = aws.target_group(self.elbv2, self.target_group, self.call)["TargetGroupArn"]
         resp = self.call(self.elbv2, "describe_target_health", TargetGroupArn=self._tg_arn)
         return Counter(d["TargetHealth"]["State"] for d in resp.get("TargetHealthDescriptions", []))
 

@@ -143,7 +143,7 @@ def health_checks(env: Environment, elbv2: Any = None, ecs: Any = None) -> Check
     rows: list[dict] = []
     problems: list[str] = []
     warnings: list[str] = []
-    tg = aws.call(elbv2, "describe_target_groups", Names=[env.stack.target_group])["TargetGroups"][0]
+    tg = aws.target_group(elbv2, env.stack.target_group)
     enabled = tg.get("HealthCheckEnabled", True)
     path = tg.get("HealthCheckPath", "")
     rows.append({"where": f"target group {env.stack.target_group}",
