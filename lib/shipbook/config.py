@@ -18,9 +18,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from shipbook.errors import ConfigError
+from shipbook.loopback import is_local_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_DIR = Path(os.environ.get("SHIPBOOK_ENV_DIR") or PROJECT_ROOT / "environments").resolve()
@@ -481,16 +481,6 @@ def _secret_ref(value, fname: str, key: str) -> SecretRef:
     return ref
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _validate(env: Environment, fname: str) -> None:
     if env.kind not in ("sandbox", "aws"):
         raise ConfigError(fname, "kind", f"must be 'sandbox' or 'aws', got {env.kind!r}")
@@ -511,13 +501,13 @@ def _validate(env: Environment, fname: str) -> None:
             "app.public_url": env.app.public_url}
     if env.is_sandbox:
         for key, url in urls.items():
-            if url and "{sandbox." not in url and not _is_loopback(url):
+            if url and "{sandbox." not in url and not is_local_url(url):
                 raise ConfigError(fname, key, f"the sandbox only talks to loopback, got {url!r}")
         if env.aws.account_id and env.aws.account_id != SANDBOX_ACCOUNT:
             raise ConfigError(fname, "aws.account_id", f"the sandbox's account is {SANDBOX_ACCOUNT}")
     else:
         for key, url in urls.items():
-            if url and _is_loopback(url):
+            if url and is_local_url(url):
                 raise ConfigError(fname, key, f"a non-sandbox environment refuses loopback endpoints ({url})")
     if env.verify.no_data not in ("inconclusive", "fail", "ignore"):
         raise ConfigError(fname, "verify.no_data", f"must be inconclusive, fail or ignore, got {env.verify.no_data!r}")

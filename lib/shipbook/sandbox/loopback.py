@@ -9,39 +9,16 @@ refused before any client is built.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import socket
 from urllib.parse import urlparse
 
 from shipbook.errors import InputError
+from shipbook.loopback import is_loopback
 
 __all__ = ["NotLoopbackError", "is_loopback", "loopback_url", "require_loopback"]
 
 
 class NotLoopbackError(InputError, ValueError):
     """An endpoint the sandbox refuses. A ValueError too, so step and argument handlers report it as bad input."""
-
-
-def is_loopback(host: str, resolve: bool = False) -> bool:
-    """True for `localhost` and loopback addresses; with `resolve`, also names that resolve only to loopback.
-
-    Endpoint checks do not resolve (a name's answer can change after the check); a listen
-    address may, since it is bound right after.
-    """
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    if not resolve or not host:
-        return False
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def require_loopback(url: str | None, what: str) -> str:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -23,6 +22,8 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from typing import Any
 from urllib.parse import parse_qs
+
+from shipbook.loopback import is_loopback
 
 from . import ecs_rollout, ecs_tasks, rds_data
 from .state import TWIN
@@ -57,13 +58,6 @@ def _body(environ: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
     return body
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def _health(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -137,7 +131,7 @@ ROUTES: dict[tuple[str, str], Callable[[dict[str, Any], StartResponse], Iterable
 
 def handle(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """Serve one `/_sandbox/*` request."""
-    if not _is_loopback(str(environ.get("REMOTE_ADDR", ""))):
+    if not is_loopback(str(environ.get("REMOTE_ADDR", ""))):
         return _reply(start_response, 403, {"error": "the control API answers loopback clients only"})
     path = str(environ.get("PATH_INFO", "")).rstrip("/")
     method = str(environ.get("REQUEST_METHOD", "GET"))
