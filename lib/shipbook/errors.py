@@ -7,7 +7,10 @@ Exit codes (documented in the README and `shipbook --help`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the row type lives with the phase result, which raises GateError
+    from shipbook.result import Check
 
 EXIT_OK = 0
 EXIT_GATE = 1
@@ -65,13 +68,6 @@ class LockHeldError(ShipbookError):
         self.expires = expires
 
 
-@dataclass
-class FailedCheck:
-    id: str
-    verdict: str
-    summary: str = ""
-
-
 def _short(text: str, limit: int = 300) -> str:
     """One line of at most `limit` characters (an error stays one line)."""
     line = " ".join(str(text).split())
@@ -83,7 +79,7 @@ class GateError(ShipbookError):
 
     exit_code = EXIT_GATE
 
-    def __init__(self, phase: str, failed: Sequence[FailedCheck], message: str = "") -> None:
+    def __init__(self, phase: str, failed: Sequence[Check], message: str = "") -> None:
         names = "; ".join(f"{f.id} ({f.verdict})" + (f": {_short(f.summary)}" if f.summary else "")
                           for f in failed) or "no checks named"
         super().__init__(message or f"phase {phase} blocked the release: {names}")

@@ -27,7 +27,7 @@ from papermill.exceptions import PapermillExecutionError
 from shipbook import __version__, audit, engine, render, runs_index
 from shipbook import result as phase_result
 from shipbook.config import Environment
-from shipbook.errors import FailedCheck, GateError, InputError, PhaseError, PhaseInfraError, ShipbookError
+from shipbook.errors import GateError, InputError, PhaseError, PhaseInfraError, ShipbookError
 from shipbook.phases import NOTEBOOK_DIR, PHASES
 from shipbook.redact import atomic_write_text
 
@@ -261,7 +261,7 @@ class Runner:
                     failure = self._on_rollback(rec, outcome, phases[phases.index(phase) + 1:], on_phase_done)
                     break
                 if outcome.status == "blocked":
-                    failure = GateError(phase, [FailedCheck(b.get("id", ""), b.get("verdict", ""),
+                    failure = GateError(phase, [phase_result.Check(b.get("id", ""), b.get("verdict", ""),
                                                             b.get("summary", "")) for b in outcome.blocking])
                     break
                 if outcome.status == "succeeded" and recommendation == "HOLD":
@@ -302,7 +302,8 @@ class Runner:
         """Verify recommends ROLLBACK: roll back now (auto_rollback) or say exactly how to."""
         facts = rec.data.get("facts", {})
         reasons = "; ".join(facts.get("rollback_reasons") or []) or "see the verify notebook"
-        blocking = [FailedCheck(b.get("id", ""), b.get("verdict", ""), b.get("summary", "")) for b in verify.blocking]
+        blocking = [phase_result.Check(b.get("id", ""), b.get("verdict", ""), b.get("summary", ""))
+                    for b in verify.blocking]
         rollback_cmd, _ = self._commands(rec)
         if not self.env.auto_rollback:
             return GateError("verify", blocking,
@@ -334,7 +335,7 @@ class Runner:
         """Verify cannot tell: a person decides; the pipeline does not guess."""
         reasons = "; ".join(rec.data.get("facts", {}).get("hold_reasons") or []) or "see the verify notebook"
         rollback_cmd, report_cmd = self._commands(rec)
-        return GateError("verify", [FailedCheck("verify.decision", "warn", reasons)],
+        return GateError("verify", [phase_result.Check("verify.decision", "warn", reasons)],
                          f"verify is inconclusive (HOLD): {reasons}. A person decides: proceed with `{report_cmd}` "
                          f"or roll back with `{rollback_cmd}`")
 

@@ -14,13 +14,22 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from shipbook.errors import FailedCheck, GateError
+from shipbook.errors import GateError
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 VERDICTS = ("pass", "warn", "fail", "skip", "manual")
 BLOCKING = ("fail",)
+
+
+@dataclass
+class Check:
+    """One line of a checklist with its verdict (pass/warn/fail/skip/manual): the row every phase reports."""
+
+    id: str
+    verdict: str
+    summary: str = ""
 
 
 @dataclass
@@ -76,7 +85,7 @@ def gate(phase: str, checks: Iterable[Any] = (), facts: Mapping[str, Any] | None
     """Report, then raise GateError listing every blocking check, so the notebook stops here."""
     res = report(phase, checks, facts)
     if res.blocking:
-        raise GateError(phase, [FailedCheck(b["id"], b["verdict"], b["summary"]) for b in res.blocking])
+        raise GateError(phase, [Check(b["id"], b["verdict"], b["summary"]) for b in res.blocking])
     return res
 
 

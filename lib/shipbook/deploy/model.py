@@ -30,15 +30,6 @@ def iso(t: datetime | None) -> str:
 
 
 @dataclass
-class Check:
-    """One line of the checklist with its verdict (pass/warn/fail/skip/manual)."""
-
-    id: str
-    verdict: str
-    summary: str = ""
-
-
-@dataclass
 class Event:
     """Something observed while deploying, with the time it happened (or was seen)."""
 

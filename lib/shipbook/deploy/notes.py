@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipbook import gitinfo
-from shipbook.deploy.model import NOTES, RUN_TRAILER, Check
+from shipbook.deploy.model import NOTES, RUN_TRAILER
 from shipbook.errors import InfraError
+from shipbook.result import Check
 
 PLACEHOLDERS = re.compile(r"\b(?:TODO|TBD|FIXME|WIP|XXX)\b|(?i:\bunreleased\b)")
 EXCERPT_LINES = 15

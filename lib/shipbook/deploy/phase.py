@@ -24,12 +24,13 @@ from shipbook.deploy import ecs as ecs_mod
 from shipbook.deploy import stack as stack_mod
 from shipbook.deploy import version as version_mod
 from shipbook.deploy.health import SAMPLE_COLUMNS, HealthStage, Probe, http_probe
-from shipbook.deploy.model import CHECK_IDS, CLOUDFORMATION, ECS, HEALTH, PHASE, WORKFLOW, Check, iso, utcnow
+from shipbook.deploy.model import CHECK_IDS, CLOUDFORMATION, ECS, HEALTH, PHASE, WORKFLOW, iso, utcnow
 from shipbook.deploy.plan import Plan, TagResult, apply_tag
 from shipbook.deploy.poll import Clock, Reporter, Sleep, Stage, WatchSettings, monitor
 from shipbook.deploy.timeline import Timeline, chart
 from shipbook.deploy.workflow import JOB_COLUMNS, WorkflowStage
 from shipbook.github import GitHub
+from shipbook.result import Check
 
 log = logging.getLogger(__name__)
 

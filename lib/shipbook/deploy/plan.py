@@ -18,11 +18,12 @@ import pandas as pd
 
 from shipbook import gitinfo, versions
 from shipbook.config import Environment
-from shipbook.deploy.model import TAG, Check
+from shipbook.deploy.model import TAG
 from shipbook.deploy.notes import ReleaseNotes, read_notes
 from shipbook.deploy.version import VersionCheck, remote_refs
 from shipbook.errors import InfraError, ShipbookError
 from shipbook.github import GitHub
+from shipbook.result import Check
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ from typing import Any
 
 from shipbook import aws
 from shipbook.config import DeploySection
-from shipbook.deploy.model import Check, Event
+from shipbook.deploy.model import Event
 from shipbook.deploy.timeline import Timeline
 from shipbook.errors import ShipbookError
+from shipbook.result import Check
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 import semver
 
 from shipbook import gitinfo, versions
-from shipbook.deploy.model import RUN_TRAILER, VERSION, Check
+from shipbook.deploy.model import RUN_TRAILER, VERSION
 from shipbook.errors import InputError
+from shipbook.result import Check
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -31,13 +31,14 @@ import pandas as pd
 
 from shipbook import aws, gitinfo
 from shipbook.config import Environment, RollbackSection
-from shipbook.deploy.model import NOTES, VERSION, Check
+from shipbook.deploy.model import NOTES, VERSION
 from shipbook.deploy.notes import ReleaseNotes
 from shipbook.deploy.plan import Plan as DeployPlan
 from shipbook.deploy.plan import github_target
 from shipbook.deploy.version import VersionCheck, remote_refs, remote_url
 from shipbook.errors import AwsError, ShipbookError
 from shipbook.github import GitHub
+from shipbook.result import Check
 from shipbook.rollback.plan import Plan
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,10 @@ from shipbook.config import Environment, RollbackSection
 from shipbook.deploy import phase as deploy_phase
 from shipbook.deploy.health import http_probe, join, same_version, served_version
 from shipbook.deploy.model import CHECK_IDS as DEPLOY_CHECK_IDS
-from shipbook.deploy.model import Check, iso
+from shipbook.deploy.model import iso
 from shipbook.errors import InputError, ShipbookError
 from shipbook.github import GitHub
+from shipbook.result import Check
 from shipbook.rollback import apply as apply_mod
 from shipbook.rollback import db as db_mod
 from shipbook.rollback import window as window_mod

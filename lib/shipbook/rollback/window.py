@@ -22,8 +22,8 @@ from scipy import stats
 
 from shipbook import aws
 from shipbook.config import Environment
-from shipbook.deploy.model import Check
 from shipbook.errors import ShipbookError
+from shipbook.result import Check
 from shipbook.verify import metrics
 
 log = logging.getLogger(__name__)
