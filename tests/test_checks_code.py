@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from shipbook import checks
 from shipbook.checks import code, worktree
-from shipbook.config import AppSection, AwsSection, Environment, GithubSection, RunnerSection, StackSection
+from shipbook.config import (
+    AppSection,
+    AwsSection,
+    Environment,
+    GithubSection,
+    PrecheckSection,
+    RunnerSection,
+    StackSection,
+)
 from shipbook.errors import InfraError
 from shipbook.sandbox import repo_builder
 from support import aws_client
@@ -306,8 +314,8 @@ def test_review_fails_a_pull_request_with_changes_requested(tmp_path):
     env = env_for(repo)
     res = code.review(env, checks.release(env, "v1.1.0"), github=gh)
     assert res.verdict == "fail" and res.summary == "PR #3 not approved (no approval; changes requested by carol)"
-    two = code.review(env, checks.release(env, "v1.1.0"), github=gh,
-                      thresholds=code.CodeThresholds(required_approvals=2))
+    two = code.review(Environment(name="t", app=env.app, precheck=PrecheckSection(required_approvals=2)),
+                      checks.release(env, "v1.1.0"), github=gh)
     assert two.verdict == "fail"
 
 
@@ -353,7 +361,8 @@ def test_bandit_groups_findings_and_high_blocks(tmp_path):
     make_repo(tmp_path, {"app/risky.py": "def calc(text: str) -> object:\n    return eval(text)\n"})
     medium = code.bandit(env, checks.release(env, ""))
     assert medium.verdict == "warn" and medium.summary.startswith("1 MEDIUM")
-    strict = code.bandit(env, checks.release(env, ""), thresholds=code.CodeThresholds(bandit_block_severity="MEDIUM"))
+    strict = code.bandit(Environment(name="t", app=env.app, precheck=PrecheckSection(bandit_block_severity="MEDIUM")),
+                         checks.release(env, ""))
     assert strict.verdict == "fail"
 
 
@@ -365,7 +374,8 @@ def test_ruff_groups_by_rule_with_locations_and_the_threshold(tmp_path):
     assert res.verdict == "fail" and res.summary.startswith("3 finding(s) in 1 rule(s)")
     assert res.details[0]["rule"] == "F401" and res.details[0]["count"] == 3
     assert res.details[0]["locations"] == "a.py:1, a.py:2, b.py:1"
-    within = code.ruff(env, checks.release(env, ""), thresholds=code.CodeThresholds(ruff_max_findings=5))
+    within = code.ruff(Environment(name="t", app=env.app, precheck=PrecheckSection(ruff_max_findings=5)),
+                       checks.release(env, ""))
     assert within.verdict == "warn" and "within the allowed 5" in within.summary
     make_repo(tmp_path, {"a.py": "", "b.py": "x = 1\n"})
     assert code.ruff(env, checks.release(env, "")).verdict == "pass"
@@ -404,7 +414,8 @@ def test_shared_sends_the_summary_with_the_report_locations(moto_url, tmp_path):
                       stack=StackSection(alarm_topic="team-alarms"), runner=RunnerSection(runs_url="s3://runs/pre"))
     release = checks.Release(str(tmp_path), "v1.2.0", "c" * 40, "tag v1.2.0")
     results = [checks.CheckResult("code.review", "fail", "x"), checks.CheckResult("code.tests", "pass", "12 tests")]
-    res = code.shared(env, release, results, run_id="RUN1", runs_root=tmp_path / "runs")
+    res = code.send_summary(env, code.shared(env, release, results, run_id="RUN1", runs_root=tmp_path / "runs"),
+                            dry_run=False)
     assert res.verdict == "pass", res.summary
     assert "s3://runs/pre/prod/v1.2.0/RUN1/01_precheck.stakeholder.html" in res.summary
     assert res.details[0]["where"] == str(tmp_path / "runs/prod/v1.2.0/RUN1/01_precheck.stakeholder.html")
@@ -422,10 +433,10 @@ def test_shared_sends_the_summary_with_the_report_locations(moto_url, tmp_path):
 def test_shared_without_a_destination_warns_and_an_unknown_topic_fails(moto_url, tmp_path):
     release = checks.Release(str(tmp_path), "v1.2.0", "c" * 40, "HEAD")
     none = Environment(name="t", kind="sandbox", aws=AwsSection(endpoint_url=moto_url))
-    assert code.shared(none, release, [], run_id="R").verdict == "warn"
-    interactive = code.shared(none, release, [], run_id="")
+    assert code.send_summary(none, code.shared(none, release, [], run_id="R"), dry_run=False).verdict == "warn"
+    interactive = code.send_summary(none, code.shared(none, release, [], run_id=""), dry_run=False)
     assert interactive.verdict == "warn" and "nothing is sent" in interactive.summary
     unknown = Environment(name="t", kind="sandbox", aws=AwsSection(endpoint_url=moto_url),
                           stack=StackSection(alarm_topic="no-such-topic"))
-    res = code.shared(unknown, release, [], run_id="R")
+    res = code.send_summary(unknown, code.shared(unknown, release, [], run_id="R"), dry_run=False)
     assert res.verdict == "fail" and "does not exist" in res.summary
