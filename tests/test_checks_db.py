@@ -15,12 +15,12 @@ import pytest
 from shipbook import checks
 from shipbook.checks import db
 from shipbook.checks.worktree import Previous
-from shipbook.config import AppSection, Environment
+from shipbook.config import AppSection, Environment, PrecheckSection
 from shipbook.sandbox import repo_builder
 
 pytest.importorskip("django")
 
-SMALL = db.DbThresholds(sample_rows=200)
+SMALL = PrecheckSection(migration_sample_rows=200)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -91,9 +91,9 @@ def project(tmp_path: Path, release_files: dict[str, str]) -> Path:
     return repo
 
 
-def analyse(repo: Path, version: str = "v1.1.0", thresholds: db.DbThresholds = SMALL) -> db.MigrationReport:
-    env = Environment(name="t", app=AppSection(repo=str(repo)))
-    return db.analyse(env, checks.release(env, version), thresholds=thresholds)
+def analyse(repo: Path, version: str = "v1.1.0", precheck: PrecheckSection = SMALL) -> db.MigrationReport:
+    env = Environment(name="t", app=AppSection(repo=str(repo)), precheck=precheck)
+    return db.analyse(env, checks.release(env, version))
 
 
 # --------------------------------------------------------------------------- a small project
@@ -202,7 +202,7 @@ def demo(tmp_path_factory):
 
 @pytest.mark.slow
 def test_demo_release_healthy(demo):
-    th = db.DbThresholds(sample_rows=500, row_counts={"shop_product": 2_000_000})
+    th = PrecheckSection(migration_sample_rows=500, db_row_counts={"shop_product": 2_000_000})
     report = analyse(demo["healthy"], "v1.0.0", th)
     assert report.error == ""
     assert [m["key"] for m in report.new] == ["shop.0003_category", "shop.0004_assign_categories"]
@@ -219,7 +219,7 @@ def test_demo_release_healthy(demo):
 
 @pytest.mark.slow
 def test_demo_irreversible_migration_fails_the_rollback_plan(demo):
-    report = analyse(demo["irreversible-migration"], "v1.0.0", db.DbThresholds(sample_rows=100))
+    report = analyse(demo["irreversible-migration"], "v1.0.0", PrecheckSection(migration_sample_rows=100))
     plan = db.rollback_plan(report)
     assert plan.verdict == "fail"
     assert "shop.0005_normalise_skus (RunPython without reverse_code" in plan.summary
@@ -235,7 +235,7 @@ def test_demo_irreversible_migration_fails_the_rollback_plan(demo):
 # --------------------------------------------------------------------------- the estimate's arithmetic
 
 
-def _report(entries: list[tuple[int, float]], tables: list[str], th: db.DbThresholds) -> db.MigrationReport:
+def _report(entries: list[tuple[int, float]], tables: list[str], th: PrecheckSection) -> db.MigrationReport:
     release = checks.Release("/repo", "v2.0.0", "a" * 40, "tag v2.0.0")
     runs = [{"size": n, "migrations": [{"key": "app.0002_x", "rows": {tables[0]: n}, "seconds": t, "error": ""}],
              "rollback": None, "error": ""} for n, t in entries]
@@ -246,20 +246,20 @@ def _report(entries: list[tuple[int, float]], tables: list[str], th: db.DbThresh
 
 
 def test_estimate_extrapolates_the_fitted_line_to_production_rows():
-    th = db.DbThresholds(row_counts={"app_t": 1_000_000}, warn_seconds=60)
+    th = PrecheckSection(db_row_counts={"app_t": 1_000_000}, migration_warn_seconds=60)
     [est] = db.estimates(_report([(1000, 0.2), (5000, 0.6)], ["app_t"], th))
     assert est.scales and est.per_row == pytest.approx(0.0001) and est.intercept == pytest.approx(0.1)
     assert est.seconds == pytest.approx(100.1)
     res = db.migration_estimate(_report([(1000, 0.2), (5000, 0.6)], ["app_t"], th))
     assert res.verdict == "warn" and "≈1.7 min" in res.summary and "plan a window" in res.summary
-    blocking = db.DbThresholds(row_counts={"app_t": 1_000_000}, fail_seconds=90)
+    blocking = PrecheckSection(db_row_counts={"app_t": 1_000_000}, migration_fail_seconds=90)
     assert db.migration_estimate(_report([(1000, 0.2), (5000, 0.6)], ["app_t"], blocking)).verdict == "fail"
 
 
 def test_estimate_of_a_flat_migration_and_of_unknown_production_rows():
-    flat = db.estimates(_report([(1000, 0.05), (5000, 0.04)], ["app_t"], db.DbThresholds()))[0]
+    flat = db.estimates(_report([(1000, 0.05), (5000, 0.04)], ["app_t"], PrecheckSection()))[0]
     assert not flat.scales and flat.seconds == pytest.approx(0.05)
-    assert db.migration_estimate(_report([(1000, 0.05), (5000, 0.04)], ["app_t"], db.DbThresholds())).verdict == "pass"
-    res = db.migration_estimate(_report([(1000, 0.2), (5000, 0.6)], ["app_t"], db.DbThresholds()))
+    assert db.migration_estimate(_report([(1000, 0.05), (5000, 0.04)], ["app_t"], PrecheckSection())).verdict == "pass"
+    res = db.migration_estimate(_report([(1000, 0.2), (5000, 0.6)], ["app_t"], PrecheckSection()))
     assert res.verdict == "warn" and "db_row_counts" in res.summary
     assert res.details[0]["estimate"] == "100.0s per 1M rows"

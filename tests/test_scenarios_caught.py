@@ -175,7 +175,8 @@ class Lab:
 
     def _db_rollback_plan(self, name: str) -> checks.CheckResult:
         env = self.env(name)
-        report = db.analyse(env, checks.release(env, VERSION), PREVIOUS, thresholds=db.DbThresholds(sample_rows=100))
+        env = dataclasses.replace(env, precheck=dataclasses.replace(env.precheck, migration_sample_rows=100))
+        report = db.analyse(env, checks.release(env, VERSION), PREVIOUS)
         return db.rollback_plan(report)
 
     def _env_variables(self, name: str) -> checks.CheckResult:

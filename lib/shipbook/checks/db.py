@@ -1,10 +1,11 @@
-"""`db.migrations`, `db.migration_graph`, `db.migration_estimate`, `db.rollback_plan`.
+"""The `db.*` pre-checks: one analysis of the release's migrations (`analyse`), read by four checks.
 
 Why through Django and not by reading files: which migrations are new, how they depend on each
 other and whether they reverse is defined by the app's code and its Django version. So
-`analyse()` runs `django_migrations_probe.py` with the app's own Python in clean worktrees of the
+`analyse()` runs the probe (`django_probe`) with the app's own Python in clean worktrees of the
 previous release tag and of the release commit, and the four checks read its JSON. The probe
 replaces every database with a scratch SQLite file: nothing here touches a real database.
+Thresholds and production row counts come from the environment's `[precheck]` section.
 
 The runtime estimate is a measurement, not a guess from operation types: each new migration runs
 on SQLite samples holding a known number of synthetic rows (two sizes), a line `a + b·rows` goes
@@ -16,60 +17,35 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shipbook import gitinfo
 from shipbook.checks import CheckResult, Release, check, worst
-from shipbook.checks.worktree import Previous, app_python, checkout, child_env, previous, run
-from shipbook.config import Environment
-from shipbook.errors import InfraError, InputError, ShipbookError
+from shipbook.checks.django_probe import probe, settings_module
+from shipbook.checks.worktree import Previous, app_python, checkout, previous
+from shipbook.config import Environment, PrecheckSection
+from shipbook.errors import ShipbookError
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS, GRAPH, ESTIMATE, ROLLBACK = "db.migrations", "db.migration_graph", "db.migration_estimate", \
     "db.rollback_plan"
 CHECK_IDS = (MIGRATIONS, GRAPH, ESTIMATE, ROLLBACK)
-PROBE = Path(__file__).with_name("django_migrations_probe.py")
-_SETTINGS_IN_MANAGE = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']""")
-# Placeholders so the app's settings import; the probe swaps every database for SQLite before connecting.
-# Built from pairs: a dict literal keyed SECRET_KEY reads as a hard-coded password to bandit, and it is none.
-_PROBE_ENV = dict((("SECRET_KEY", "shipbook-probe-placeholder"), ("ALLOWED_HOSTS", "localhost")))
 # A migration "scales with rows" when the larger sample took clearly longer than the smaller one.
 _SCALES_RATIO, _SCALES_MIN_SECONDS = 1.5, 0.05
 
+# --------------------------------------------------------------------------- the analysis
 
-@dataclass(frozen=True)
-class DbThresholds:
-    """Proposed `[precheck]` keys: sample size, runtime limits, production row counts per table."""
 
-    sample_rows: int = 5000
-    warn_seconds: float = 60.0
-    fail_seconds: float = 0.0  # 0: a long migration warns, never blocks
-    row_counts: Mapping[str, int] = field(default_factory=dict)
-    probe_timeout: float = 300.0
-
-    @classmethod
-    def from_env(cls, env: Environment) -> DbThresholds:
-        pre = getattr(env, "precheck", None)
-        if pre is None:
-            return cls()
-        return cls(sample_rows=int(getattr(pre, "migration_sample_rows", cls.sample_rows)),
-                   warn_seconds=float(getattr(pre, "migration_warn_seconds", cls.warn_seconds)),
-                   fail_seconds=float(getattr(pre, "migration_fail_seconds", cls.fail_seconds)),
-                   row_counts=dict(getattr(pre, "db_row_counts", {}) or {}),
-                   probe_timeout=float(getattr(pre, "probe_timeout", cls.probe_timeout)))
-
-    @property
-    def sizes(self) -> tuple[int, int]:
-        big = max(10, self.sample_rows)
-        return max(1, big // 5), big
+def sample_sizes(pre: PrecheckSection) -> tuple[int, int]:
+    """The two sample sizes of the runtime estimate: a fifth of `migration_sample_rows`, and all of it."""
+    big = max(10, pre.migration_sample_rows)
+    return max(1, big // 5), big
 
 
 @dataclass
@@ -78,7 +54,7 @@ class MigrationReport:
 
     release: Release
     previous: Previous
-    thresholds: DbThresholds
+    precheck: PrecheckSection
     data: dict[str, Any] = field(default_factory=dict)
     prior: dict[str, Any] = field(default_factory=dict)
     error: str = ""
@@ -109,71 +85,18 @@ class MigrationReport:
                 f"{prev}; scratch SQLite databases only; {self.seconds:.1f}s")
 
 
-# --------------------------------------------------------------------------- running the probe
-
-
-def settings_module(env: Environment, tree: Path) -> str:
-    """`[app] settings_module` (proposed key) or the default manage.py sets."""
-    configured = str(getattr(env.app, "settings_module", "") or "")
-    if configured:
-        return configured
-    manage = tree / "manage.py"
-    if not manage.is_file():
-        raise InputError("app.repo", "no manage.py at the release commit: not a Django project root")
-    found = _SETTINGS_IN_MANAGE.search(manage.read_text(encoding="utf-8", errors="replace"))
-    if not found:
-        raise InputError("manage.py", "does not set DJANGO_SETTINGS_MODULE; configure [app] settings_module")
-    return found.group(1)
-
-
-def probe(python: str, tree: Path, settings: str, mode: str, timeout: float, previous_json: Path | None = None,
-          sizes: tuple[int, ...] = (), sample_budget: float | None = None) -> dict[str, Any]:
-    """Run the probe in `tree` and return its JSON; InfraError when it could not read the project.
-
-    The runtime sample may use `sample_budget` seconds (default: half the deadline, so the rest
-    of the probe still finishes when a data migration is very slow).
-
-    The script is copied out of the package first: run from here, its directory (which holds
-    `code.py`, `db.py`…) would come first on the app's sys.path and shadow the app's modules.
-    """
-    scratch = Path(tempfile.mkdtemp(prefix="shipbook-probe-"))
-    try:
-        script = scratch / PROBE.name
-        shutil.copyfile(PROBE, script)
-        out = scratch / "out.json"
-        args = [python, str(script), "--project", str(tree), "--settings", settings, "--out", str(out),
-                "--mode", mode]
-        if previous_json is not None:
-            args += ["--previous", str(previous_json)]
-        if sizes:
-            budget = timeout / 2 if sample_budget is None else sample_budget
-            args += ["--sample-rows", ",".join(str(s) for s in sizes), "--sample-budget", f"{budget:g}"]
-        extra = {**_PROBE_ENV, "DJANGO_SETTINGS_MODULE": settings,
-                 "DATABASE_URL": f"sqlite:///{scratch / 'settings-only.sqlite3'}"}
-        ran = run(args, cwd=tree, timeout=timeout, env=child_env(extra))
-        if not out.is_file():
-            raise InfraError(f"the migration probe wrote nothing (exit {ran.returncode}): {ran.tail(8)}")
-        data = json.loads(out.read_text(encoding="utf-8"))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if not data.get("ok"):
-        raise InfraError(f"the migration probe could not load the project: {data.get('error', '?')}")
-    return data
-
-
 def analyse(env: Environment, release: Release, previous_version: str = "", *,
-            thresholds: DbThresholds | None = None, python: str | None = None) -> MigrationReport:
+            python: str | None = None) -> MigrationReport:
     """Probe the previous release's graph, then the release's migrations against it.
 
     Never raises a ShipbookError: the error is kept in the report and each of the four checks
     fails with it, so the rest of the notebook still runs.
     """
     t0 = time.monotonic()
-    thresholds = thresholds or DbThresholds.from_env(env)
     python = python or app_python(env)
     # both probes run in one notebook cell: stay inside the runner's cell timeout
-    timeout = min(thresholds.probe_timeout, max(60.0, env.runner.cell_timeout * 0.75))
-    report = MigrationReport(release, Previous("", ""), thresholds, python=python)
+    timeout = min(env.precheck.probe_timeout, max(60.0, env.runner.cell_timeout * 0.75))
+    report = MigrationReport(release, Previous("", ""), env.precheck, python=python)
     try:
         report.previous = previous(release.repo, release.version, previous_version)
         scratch = Path(tempfile.mkdtemp(prefix="shipbook-graph-"))
@@ -186,7 +109,8 @@ def analyse(env: Environment, release: Release, previous_version: str = "", *,
                 prior_json.write_text(json.dumps(report.prior), encoding="utf-8")
             with checkout(release.repo, release.commit) as tree:
                 report.settings = settings_module(env, tree)
-                report.data = probe(python, tree, report.settings, "full", timeout, prior_json, thresholds.sizes)
+                report.data = probe(python, tree, report.settings, "full", timeout, prior_json,
+                                    sample_sizes(env.precheck))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         report.changed_files = _changed_released_migrations(report)
@@ -318,7 +242,7 @@ def estimates(report: MigrationReport) -> list[Estimate]:
     """Fit `seconds = a + b·rows` through the samples of each new migration and extrapolate it."""
     sample = report.data.get("sample") or {}
     runs = sample.get("runs") or []
-    counts = report.thresholds.row_counts
+    counts = report.precheck.db_row_counts
     out = []
     for m in report.new:
         entries = [e for r in runs for e in r.get("migrations", []) if e.get("key") == m["key"]]
@@ -350,7 +274,7 @@ def migration_estimate(report: MigrationReport) -> CheckResult:
     if not report.new:
         return CheckResult(ESTIMATE, "pass", f"no new migrations since {report.since}: nothing to run",
                            evidence=report.evidence())
-    th = report.thresholds
+    warn_after, fail_after = report.precheck.migration_warn_seconds, report.precheck.migration_fail_seconds
     sizes = (report.data.get("sample") or {}).get("sizes") or []
     rows, problems, total = [], [], 0.0
     for est in estimates(report):
@@ -373,12 +297,12 @@ def migration_estimate(report: MigrationReport) -> CheckResult:
             else:
                 total += est.seconds
                 row["estimate"] = _duration(est.seconds)
-                if th.fail_seconds and est.seconds > th.fail_seconds:
+                if fail_after and est.seconds > fail_after:
                     verdict = "fail"
-                    problems.append(f"{est.key}: ≈{_duration(est.seconds)} > {_duration(th.fail_seconds)} allowed")
-                elif est.seconds > th.warn_seconds:
+                    problems.append(f"{est.key}: ≈{_duration(est.seconds)} > {_duration(fail_after)} allowed")
+                elif est.seconds > warn_after:
                     verdict = "warn"
-                    problems.append(f"{est.key}: ≈{_duration(est.seconds)} (over {_duration(th.warn_seconds)}: "
+                    problems.append(f"{est.key}: ≈{_duration(est.seconds)} (over {_duration(warn_after)}: "
                                     "plan a window)")
         if est.error and est.seconds is not None:
             row["note"] = est.error

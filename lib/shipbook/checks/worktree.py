@@ -96,12 +96,11 @@ def previous(repo: str | Path, version: str, given: str = "") -> Previous:
 
 
 def app_python(env: Environment) -> str:
-    """The app's interpreter: `[app] python` when configured, else the one running shipbook.
+    """The app's interpreter: `app.python` when configured, else the one running shipbook.
 
-    Proposed config key `app.python`; until it exists the attribute is absent and shipbook's own
-    interpreter (whose environment has the app's requirements in the sandbox) is used.
+    The sandbox leaves it empty: shipbook's own environment has the demo app's requirements.
     """
-    return str(getattr(env.app, "python", "") or sys.executable)
+    return env.app.python or sys.executable
 
 
 def command(text: str, python: str) -> list[str]:
