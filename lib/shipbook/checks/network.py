@@ -1,5 +1,4 @@
-"""`network.security_groups`: every ingress rule of the ALB's, the service's and the database's groups
-is on the allowed list.
+"""`network.security_groups`: every ingress rule of the ALB's, the app's and the database's groups is allowed.
 
 Why by role and not by group id: the allowed list is written once per environment ("the ALB
 takes 80/443 from the world, the app its port from the ALB only, the database 5432 from the app
