@@ -16,6 +16,7 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -90,31 +91,34 @@ class LogWindow:
         return pd.DataFrame(self.times, columns=["time", "signature"])
 
 
-def read_window(logs: Any, group: str, window: Window, pattern: str, max_events: int) -> LogWindow:
-    """Error lines of `group` in `window` (FilterLogEvents, paginated, at most `max_events` lines read)."""
-    out = LogWindow(window)
-    params: dict[str, Any] = {"logGroupName": group, "startTime": _ms(window.start), "endTime": _ms(window.end),
-                              "limit": min(10_000, max_events)}
+def events(logs: Any, group: str, start: datetime, end: datetime, pattern: str = "", page_size: int = 10_000
+           ) -> Iterator[dict[str, Any]]:
+    """The events of log group `group` from `start` to `end`, oldest first (FilterLogEvents through its paginator;
+    `pattern`: CloudWatch's filter pattern). Read lazily: stop iterating to stop reading."""
+    params: dict[str, Any] = {"logGroupName": group, "startTime": _ms(start), "endTime": _ms(end),
+                              "limit": min(10_000, page_size)}
     if pattern:
         params["filterPattern"] = pattern
-    while True:
-        page = aws.call(logs, "filter_log_events", **params)
-        for event in page.get("events", []):
-            out.scanned += 1
-            text = classify(str(event.get("message", "")))
-            if text is not None:
-                sig = normalise(text)
-                out.signatures[sig] += 1
-                out.examples.setdefault(sig, text[:300])
-                if isinstance(event.get("timestamp"), int | float):
-                    out.times.append((datetime.fromtimestamp(event["timestamp"] / 1000, tz=UTC), sig))
-            if out.scanned >= max_events:
-                out.truncated = True
-                return out
-        token = page.get("nextToken")
-        if not token:
-            return out
-        params["nextToken"] = token
+    for page in aws.pages(logs, "filter_log_events", **params):
+        yield from page.get("events", [])
+
+
+def read_window(logs: Any, group: str, window: Window, pattern: str, max_events: int) -> LogWindow:
+    """Error lines of `group` in `window` (at most `max_events` lines read)."""
+    out = LogWindow(window)
+    for event in events(logs, group, window.start, window.end, pattern, max_events):
+        out.scanned += 1
+        text = classify(str(event.get("message", "")))
+        if text is not None:
+            sig = normalise(text)
+            out.signatures[sig] += 1
+            out.examples.setdefault(sig, text[:300])
+            if isinstance(event.get("timestamp"), int | float):
+                out.times.append((datetime.fromtimestamp(event["timestamp"] / 1000, tz=UTC), sig))
+        if out.scanned >= max_events:
+            out.truncated = True
+            break
+    return out
 
 
 def _ms(t: datetime) -> int:

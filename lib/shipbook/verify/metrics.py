@@ -89,6 +89,7 @@ class WindowData:
     status: dict[str, str] = field(default_factory=dict)
     calls: int = 0
     messages: list[str] = field(default_factory=list)
+    failure: AwsError | None = None  # the call's error, when the call itself failed
 
     def table(self) -> pd.DataFrame:
         """Per query: status, datapoints, and the error when there is one."""
@@ -113,9 +114,7 @@ class Dimensions:
 
 def dimensions(env: Environment, elbv2: Any = None) -> Dimensions:
     """The dimension values CloudWatch uses: ARN suffixes of the load balancer and target group."""
-    elbv2 = elbv2 or aws.client(env, "elbv2")
-    groups = aws.call(elbv2, "describe_target_groups", Names=[env.stack.target_group])["TargetGroups"]
-    tg = groups[0]
+    tg = aws.target_group(elbv2 or aws.client(env, "elbv2"), env.stack.target_group)
     tg_value = tg["TargetGroupArn"].split(":", 5)[5]
     lbs = tg.get("LoadBalancerArns") or []
     alb: tuple[tuple[str, str], ...] = (("TargetGroup", tg_value),)
@@ -125,9 +124,15 @@ def dimensions(env: Environment, elbv2: Any = None) -> Dimensions:
     return Dimensions(alb, ecs)
 
 
-def batch(dims: Dimensions, period: int, queries: tuple[Query, ...] = QUERIES) -> list[dict[str, Any]]:
+def query_id(i: int, q: Query, named: bool = False) -> str:
+    """The Id a query goes by in the call (and CloudWatch answers with): `q<i>`, or with `named` its own id."""
+    return q.id if named else f"q{i}"
+
+
+def batch(dims: Dimensions, period: int, queries: tuple[Query, ...] = QUERIES, named: bool = False
+          ) -> list[dict[str, Any]]:
     """The MetricDataQueries of one call: every metric of the window."""
-    return [{"Id": f"q{i}", "Label": q.id, "ReturnData": True,
+    return [{"Id": query_id(i, q, named), "Label": q.id, "ReturnData": True,
              "MetricStat": {"Metric": {"Namespace": q.namespace, "MetricName": q.metric,
                                        "Dimensions": dims.of(q.dimensions)},
                             "Period": period, "Stat": q.stat}}
@@ -135,13 +140,18 @@ def batch(dims: Dimensions, period: int, queries: tuple[Query, ...] = QUERIES) -
 
 
 def fetch_window(cloudwatch: Any, window: Window, dims: Dimensions, period: int,
-                 queries: tuple[Query, ...] = QUERIES, call: Callable[..., dict] = aws.call) -> WindowData:
-    """One GetMetricData call for all `queries` over `window` (more pages only if AWS says so)."""
+                 queries: tuple[Query, ...] = QUERIES, call: Callable[..., dict] = aws.call,
+                 named: bool = False) -> WindowData:
+    """One GetMetricData call for all `queries` over `window` (more pages only if AWS says so).
+
+    A failed call is recorded (`errors`, and the error itself in `failure`), not raised: the verify
+    judge reads it as no data; a caller that must stop re-raises `failure`.
+    """
     data = WindowData(window, pd.DataFrame(columns=[q.id for q in queries], dtype=float))
-    by_id = {f"q{i}": q for i, q in enumerate(queries)}
+    by_id = {query_id(i, q, named): q for i, q in enumerate(queries)}
     series: dict[str, dict[datetime, float]] = {q.id: {} for q in queries}
     next_page = ""
-    request: dict[str, Any] = {"MetricDataQueries": batch(dims, period, queries), "StartTime": window.start,
+    request: dict[str, Any] = {"MetricDataQueries": batch(dims, period, queries, named), "StartTime": window.start,
                                "EndTime": window.end, "ScanBy": "TimestampAscending"}
     for _ in range(MAX_PAGES):
         if next_page:
@@ -150,6 +160,7 @@ def fetch_window(cloudwatch: Any, window: Window, dims: Dimensions, period: int,
             resp = call(cloudwatch, "get_metric_data", **request)
         except AwsError as exc:
             data.calls += 1
+            data.failure = exc
             for q in queries:
                 data.errors[q.id] = f"{exc.code}: {exc}"
                 data.status[q.id] = "Error"
@@ -235,13 +246,28 @@ def pooled(frame: pd.DataFrame, seconds: int, min_requests: int) -> pd.DataFrame
 
     Why pooled: a period of a second (the sandbox's) or a quiet minute holds a handful of
     requests, and one of them failing reads as a 20% or 100% "rate". A rate is given only for
-    pools with at least `min_requests` requests; the others keep their counts and a NaN rate.
+    pools with at least `min_requests` requests (`enough`); the others keep their counts and a NaN
+    rate. With a `latency_p99` column, a pool's p99 is the request-weighted mean of its periods'
+    p99 (exact when a period is the pool; their plain mean when none has requests). `periods`: how
+    many periods a pool holds (0 for a gap). An incident's impact and onset and a rollback's window
+    read these.
     """
-    cols = ["requests", "errors_5xx", "rate"]
+    latency = "latency_p99" in frame
+    cols = ["requests", "errors_5xx", "rate", "enough", "periods", *(["latency_p99"] if latency else [])]
     if frame.empty or "requests" not in frame:
         return pd.DataFrame(columns=cols, index=pd.DatetimeIndex([], name="time"), dtype=float)
-    data = frame[["requests", "errors_5xx"]].astype(float).fillna(0.0)
-    out = data.resample(f"{int(seconds)}s", origin="epoch").sum()
-    out["rate"] = (out["errors_5xx"] / out["requests"]).where(out["requests"] >= max(min_requests, 1))
+    req = frame["requests"].astype(float).fillna(0.0)
+    data = pd.DataFrame({"requests": req, "errors_5xx": frame["errors_5xx"].astype(float).fillna(0.0)})
+    if latency:
+        p99 = frame["latency_p99"].astype(float)
+        data["w"], data["wr"] = (p99 * req).where(p99.notna(), 0.0), req.where(p99.notna(), 0.0)
+    pools = data.resample(f"{int(seconds)}s", origin="epoch")
+    out = pools.sum()
+    out["periods"] = pools.size()
+    out["enough"] = out["requests"] >= min_requests
+    out["rate"] = (out["errors_5xx"] / out["requests"]).where(out["enough"] & (out["requests"] > 0))
+    if latency:
+        plain = frame["latency_p99"].astype(float).resample(f"{int(seconds)}s", origin="epoch").mean()
+        out["latency_p99"] = (out["w"] / out["wr"].where(out["wr"] > 0)).fillna(plain)
     out.index.name = "time"
     return out[cols]
