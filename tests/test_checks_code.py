@@ -26,6 +26,7 @@ from shipbook.config import (
     StackSection,
 )
 from shipbook.errors import InfraError
+from shipbook.github import GitHub
 from shipbook.sandbox import repo_builder
 from support import aws_client
 
@@ -285,6 +286,8 @@ class FakeGitHub:
 
     def get(self, path: str, **params: object) -> object:
         return self.routes[path]
+
+    list_all = GitHub.list_all  # the real paging over the canned answers
 
 
 def _pr(number: int, author: str = "bob") -> dict:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 CHECK_ID = "db.backup"
 RETENTION_ID = "db.backup_retention"
-# Proposed config: [backup] pattern, keep, timeout_minutes.
+# Defaults of the [backup] section (pattern, keep, timeout_minutes) for callers without an environment.
 DEFAULT_PATTERN = "pre-deploy-{version}-{date}"
 DEFAULT_KEEP = 5
 DEFAULT_TIMEOUT = 3600.0

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import requests
 
 from shipbook import secretvalues
+from shipbook.aws import MAX_ITEMS
 from shipbook.config import Environment, SecretRef
 from shipbook.errors import InfraError, InputError
 
@@ -91,6 +92,21 @@ class GitHub:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None)[1]
+
+    def list_all(self, path: str, key: str = "", per_page: int = 100) -> list[dict]:
+        """Every item of a paginated list (`key`: the list inside an object answer). The same limit policy as
+        `shipbook.aws.collect`: more than MAX_ITEMS is an error, never a silently cut list."""
+        items: list[dict] = []
+        page = 1
+        while True:
+            data = self.get(path, per_page=per_page, page=page)
+            chunk = (data.get(key) or []) if key and isinstance(data, dict) else data if isinstance(data, list) else []
+            items += chunk
+            if len(chunk) < per_page:
+                return items
+            if len(items) > MAX_ITEMS:
+                raise InfraError(f"GitHub {path}: more than {MAX_ITEMS} items; narrow the query")
+            page += 1
 
     # ------------------------------------------------------------------ endpoints
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from shipbook import gitinfo
 from shipbook import notes as notes_draft
+from shipbook.aws import MAX_ITEMS
 from shipbook.checks import CheckResult, Release, check, worst
 from shipbook.checks.code import gh
 from shipbook.checks.worktree import Previous, previous
@@ -59,14 +60,17 @@ def compare_commits(github: GitHub, base: str, head: str) -> list[dict]:
     path = f"/repos/{github.repository}/compare/{base}...{head}"
     seen: dict[str, dict] = {}
     total = None
-    for page in range(1, 41):
+    page = 1
+    while True:  # the limit policy of GitHub.list_all: more than MAX_ITEMS is an error, never a cut list
         data = github.get(path, per_page=100, page=page)
         total = int(data.get("total_commits") or 0) if total is None else total
         fresh = [c for c in data.get("commits") or [] if c.get("sha") not in seen]
         seen.update((c["sha"], c) for c in fresh)
         if not fresh or len(seen) >= total:
-            break
-    return list(seen.values())
+            return list(seen.values())
+        if len(seen) > MAX_ITEMS:
+            raise InfraError(f"GitHub {path}: more than {MAX_ITEMS} commits; narrow the range")
+        page += 1
 
 
 @check(REVIEW)
@@ -103,7 +107,7 @@ def review(env: Environment, release: Release, previous_version: str = "", *, gi
             number = int(p["number"])
             if number not in pulls:
                 author = (p.get("user") or {}).get("login") or "?"
-                reviews = gh.pages(client, f"/repos/{client.repository}/pulls/{number}/reviews")
+                reviews = client.list_all(f"/repos/{client.repository}/pulls/{number}/reviews")
                 approvers, blockers = decide(reviews, author)
                 pulls[number] = PullReview(number, p.get("title") or "", author, approvers, blockers)
             pulls[number].commits.append(sha)

@@ -104,7 +104,7 @@ _CI_WARN = {"cancelled", "action_required", "stale"}
 
 def ci_check_runs(github: GitHub, sha: str) -> list[dict[str, Any]]:
     """The commit's check runs on GitHub as rows with a verdict each."""
-    runs = gh.pages(github, f"/repos/{github.repository}/commits/{sha}/check-runs", key="check_runs")
+    runs = github.list_all(f"/repos/{github.repository}/commits/{sha}/check-runs", key="check_runs")
     rows = []
     for r in runs:
         status, conclusion = r.get("status") or "", r.get("conclusion") or ""
