@@ -70,23 +70,14 @@ def simulate(iam: Any, principal_arn: str, targets: Iterable[tuple[str, str]]) -
         by_resource.setdefault(resource, []).append(action)
     rows = []
     for resource, actions in by_resource.items():
-        marker = None
-        while True:
-            params: dict[str, Any] = {"PolicySourceArn": principal_arn, "ActionNames": actions,
-                                      "ResourceArns": [resource]}
-            if marker:
-                params["Marker"] = marker
-            out = aws.call(iam, "simulate_principal_policy", **params)
-            for ev in out.get("EvaluationResults", []):
-                decision = ev.get("EvalDecision", "")
-                matched = [m.get("SourcePolicyId", "") for m in ev.get("MatchedStatements") or []]
-                rows.append({"action": ev.get("EvalActionName"), "resource": ev.get("EvalResourceName", resource),
-                             "decision": "allowed" if decision == "allowed" else "denied",
-                             "evaluation": decision, "statements": matched,
-                             "missing_context": ev.get("MissingContextValues") or []})
-            marker = out.get("Marker") if out.get("IsTruncated") else None
-            if not marker:
-                break
+        for ev in aws.collect(iam, "simulate_principal_policy", "EvaluationResults", PolicySourceArn=principal_arn,
+                              ActionNames=actions, ResourceArns=[resource]):
+            decision = ev.get("EvalDecision", "")
+            matched = [m.get("SourcePolicyId", "") for m in ev.get("MatchedStatements") or []]
+            rows.append({"action": ev.get("EvalActionName"), "resource": ev.get("EvalResourceName", resource),
+                         "decision": "allowed" if decision == "allowed" else "denied",
+                         "evaluation": decision, "statements": matched,
+                         "missing_context": ev.get("MissingContextValues") or []})
     return rows
 
 

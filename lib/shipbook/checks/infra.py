@@ -169,13 +169,10 @@ def _wait_change_set(cfn: Any, stack: str, cs_id: str, sleep: Sleep, now: Now, t
 
 
 def _all_changes(cfn: Any, stack: str, cs_id: str, first: dict) -> list[dict]:
-    changes = list(first.get("Changes") or [])
-    token = first.get("NextToken")
-    while token:
-        page = aws.call(cfn, "describe_change_set", StackName=stack, ChangeSetName=cs_id, NextToken=token)
-        changes += page.get("Changes") or []
-        token = page.get("NextToken")
-    return changes
+    """Every change of the change set: the first description's, or all pages when it has more."""
+    if not first.get("NextToken"):
+        return list(first.get("Changes") or [])
+    return aws.collect(cfn, "describe_change_set", "Changes", StackName=stack, ChangeSetName=cs_id)
 
 
 def _delete_change_set(cfn: Any, stack: str, cs_id: str) -> str:
