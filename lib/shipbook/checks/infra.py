@@ -303,10 +303,12 @@ def alb(env: Environment, elbv2: Any = None, http_get: HttpGet = requests.get, t
     cli = elbv2 if elbv2 is not None else aws.client(env, "elbv2")
     evidence = f"target group {env.stack.target_group} against app.health_path and precheck.health_check; " \
                f"GET {env.app.public_url}{env.app.health_path}"
-    tgs = aws.call(cli, "describe_target_groups", Names=[env.stack.target_group]).get("TargetGroups") or []
-    if not tgs:
+    try:
+        tg = aws.target_group(cli, env.stack.target_group)
+    except AwsError as exc:
+        if exc.code != "TargetGroupNotFound":
+            raise
         return CheckResult(check_id, "fail", f"target group {env.stack.target_group} not found", [], evidence)
-    tg = tgs[0]
     rows: list[dict] = []
 
     def row(setting: str, actual: Any, expected: Any, ok: bool, bad: str = "fail", note: str = "") -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from shipbook import aws
 from shipbook.checks import CheckResult, check, worst
 from shipbook.config import INGRESS_ROLES, Environment, PrecheckSection, parse_ingress
-from shipbook.errors import InputError
+from shipbook.errors import AwsError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,12 @@ def find_groups(env: Environment, ecs: Any, elbv2: Any, rds: Any) -> Groups:
     else:
         notes.append(f"ECS service {env.stack.cluster}/{env.stack.service} not found")
     if env.stack.target_group:
-        tgs = aws.call(elbv2, "describe_target_groups", Names=[env.stack.target_group]).get("TargetGroups") or []
-        lb_arns = [a for tg in tgs for a in tg.get("LoadBalancerArns") or []]
+        try:
+            lb_arns = list(aws.target_group(elbv2, env.stack.target_group).get("LoadBalancerArns") or [])
+        except AwsError as exc:
+            if exc.code != "TargetGroupNotFound":
+                raise
+            lb_arns = []
         if lb_arns:
             lbs = aws.call(elbv2, "describe_load_balancers", LoadBalancerArns=lb_arns).get("LoadBalancers") or []
             by_role["alb"] = list(dict.fromkeys(g for lb in lbs for g in lb.get("SecurityGroups") or []))
