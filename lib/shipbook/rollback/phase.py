@@ -32,7 +32,7 @@ from shipbook.result import Check
 from shipbook.rollback import apply as apply_mod
 from shipbook.rollback import db as db_mod
 from shipbook.rollback import window as window_mod
-from shipbook.rollback.plan import PHASE, Plan, make_plan
+from shipbook.rollback.plan import PHASE, Plan, make_plan, serving_task_definition
 from shipbook.verify import phase as verify_phase
 from shipbook.verify import reach
 
@@ -142,22 +142,8 @@ class Rollback:
                               reasons=self.reasons, served=served, rollback_tag_override=self.tag_override,
                               settings=self.settings, rds=rds, now=self.now(), rollout_seconds=rollout)
         if self.plan.db.action == db_mod.REVERSE:
-            self.plan.release_task_definition = self._release_task_definition(ecs)
+            self.plan.release_task_definition = serving_task_definition(self.env, ecs)
         return self.plan.table()
-
-    def _release_task_definition(self, ecs: Any = None) -> str:
-        """The task definition serving now — the broken release's, whose image has its migrations' reverse code.
-
-        Read before the code goes back: afterwards the service runs the previous release's, which
-        does not know the migrations it must reverse.
-        """
-        try:
-            svc = aws.call(ecs or aws.client(self.env, "ecs"), "describe_services", cluster=self.env.stack.cluster,
-                           services=[self.env.stack.service])["services"]
-        except ShipbookError as exc:
-            log.warning("the service's task definition could not be read: %s", exc)
-            return ""
-        return svc[0].get("taskDefinition", "") if svc else ""
 
     def _need_plan(self) -> Plan:
         if self.plan is None:

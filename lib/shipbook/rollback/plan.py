@@ -21,7 +21,7 @@ import semver
 from shipbook import aws, gitinfo, versions
 from shipbook.config import Environment, RollbackSection
 from shipbook.deploy.version import remote_refs, tag_run_id
-from shipbook.errors import AwsError, InfraError, InputError
+from shipbook.errors import AwsError, InfraError, InputError, ShipbookError
 from shipbook.rollback import db as db_mod
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,19 @@ def command(env_name: str, version: str, previous_version: str = "", snapshot: s
     if snapshot:
         parts.append(f"SNAPSHOT={snapshot}")
     return " ".join(parts)
+
+
+def serving_task_definition(env: Environment, ecs: Any = None) -> str:
+    """The task definition the service runs now — the broken release's, whose image has its migrations' reverse
+    code. Read at plan time: after a code-first rollback the service runs the previous release's, which does not
+    know the migrations it must reverse. '' (with a warning) when it cannot be read."""
+    try:
+        svc = aws.call(ecs or aws.client(env, "ecs"), "describe_services", cluster=env.stack.cluster,
+                       services=[env.stack.service])["services"]
+    except ShipbookError as exc:
+        log.warning("the service's task definition could not be read: %s", exc)
+        return ""
+    return svc[0].get("taskDefinition", "") if svc else ""
 
 
 def find_snapshot(rds: Any, instance: str, snapshot_id: str = "", before: datetime | None = None
