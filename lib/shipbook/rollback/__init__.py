@@ -1,9 +1,13 @@
-"""Phase `rollback`: plan first, then the database, then the code (the deploy phase's tag + watch), then verify.
+"""Phase `rollback`: plan first, then the code and the database in the order the plan gives, then verify.
 
 The notebook `05_rollback.ipynb` makes one `Rollback` (`start`) and calls, cell by cell:
-`make_plan` → `migrations` / `database_plan` / `steps` → `gate` → `database` → `push` → `watch` →
-`chart` → `verify` (a `shipbook.verify.Verification` of the previous version) → `final_state` →
-`finish`. `plan.rollback_tag`, `plan.command` and `db.plan_database` are pure functions.
+`make_plan` → `migrations` / `database_plan` / `steps` → `gate` → `database(before_code=True)` →
+`push` → `watch` → `chart` → `database(before_code=False)` → `verify` (a `shipbook.verify.Verification`
+of the previous version against the window before the broken deploy) → `window` (the rollback's own
+requests and 5xx) → `final_state` → `finish`. The database step runs in one of its two slots:
+after the code when the previous code runs on the new schema, before it otherwise
+(`db.order_steps`). `plan.rollback_tag`, `plan.command`, `db.plan_database` and `window.assess`
+are pure functions.
 """
 
 from shipbook.rollback.db import KEEP, NOTHING, RESTORE, REVERSE, DbPlan, Migration, plan_database
