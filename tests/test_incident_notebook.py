@@ -24,7 +24,7 @@ from incident_fakes import (
     run_notebook,
 )
 from matplotlib.figure import Figure
-from shipbook import audit, aws, config, incident
+from shipbook import audit, aws, clock, config, incident
 from shipbook.redact import Redactor
 from shipbook.render import render_notebook
 
@@ -43,7 +43,8 @@ def executed(tmp_path_factory):
         env = environment(public_url=url)
         mp.setattr(audit, "RUNS_ROOT", runs)
         mp.setattr(aws, "client", lambda env, service: fakes[service])
-        mp.setattr(incident, "utcnow", lambda: NOW)
+        mp.setattr(incident, "utcnow", lambda: NOW)  # the notebook's cells
+        mp.setattr(clock, "utcnow", lambda: NOW)  # the library's
         mp.setattr(config, "load", lambda name: env)
         mp.setenv("SHIPBOOK_WORK_DIR", str(tmp))
         page = run_notebook(NOTEBOOKS / "incident.ipynb", {

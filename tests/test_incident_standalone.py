@@ -9,7 +9,7 @@ import json
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-from shipbook import audit, incident, postmortem, trail
+from shipbook import audit, incident, standalone, trail
 from shipbook.errors import InputError, PhaseError
 
 pytestmark = pytest.mark.xdist_group("kernels")
@@ -65,9 +65,9 @@ def nbdir(tmp_path):
 def test_an_incident_its_re_run_and_its_postmortem_live_in_the_incident_dir(make_env, nbdir, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     env = make_env()
-    monkeypatch.setattr(incident, "run_standalone", functools.partial(incident.run_standalone, notebook_dir=nbdir))
-    rec = incident.open_and_run(env, title="商品ページで 500", started="2026-11-21T00:00:00+09:00", version="v1.0.0",
-                                lang="ja", runs_root=runs)
+    monkeypatch.setattr(standalone, "run_standalone", functools.partial(standalone.run_standalone, notebook_dir=nbdir))
+    rec = standalone.open_and_run(env, title="商品ページで 500", started="2026-11-21T00:00:00+09:00",
+                                  version="v1.0.0", lang="ja", runs_root=runs)
     assert rec.dir == runs / env.name / "incidents" / rec.run_id and rec.run_id.startswith("inc-20261120T150000Z-")
     data = json.loads((rec.dir / audit.RECORD).read_text(encoding="utf-8"))
     assert (data["kind"], data["status"], data["version"]) == ("incident", "open", "v1.0.0")
@@ -87,14 +87,14 @@ def test_an_incident_its_re_run_and_its_postmortem_live_in_the_incident_dir(make
     assert trail.verify(runs, env.name) == []
 
     # `shipbook incident --id … --prevention …`: the same dir, the same parameters, one more item
-    again = incident.converge(env, rec.run_id, ["カナリアで p99 を監視"], runs_root=runs)
+    again = standalone.converge(env, rec.run_id, ["カナリアで p99 を監視"], runs_root=runs)
     seen = again.data["facts"]["seen"]
     assert (seen["title"], seen["prevention"]) == ("商品ページで 500", "カナリアで p99 を監視")
     assert again.data["facts"]["prevention_items"] == ["カナリアで p99 を監視"]
     assert [p["name"] for p in again.data["phases"]] == ["incident"] and len(ledger.lines()) == 2
 
     # `shipbook postmortem ID --lang en`: its own files beside the incident's, from a copy named for the language
-    pm = postmortem.write(env, rec.run_id, "en", runs_root=runs)
+    pm = standalone.write_postmortem(env, rec.run_id, "en", runs_root=runs)
     assert [p["name"] for p in pm.data["phases"]] == ["incident", "postmortem-en"]
     written = pm.data["phases"][1]
     assert written["notebook"] == "postmortem.en.ipynb" and written["status"] == "succeeded"
@@ -116,7 +116,7 @@ def test_a_failing_incident_notebook_is_recorded_and_raised(make_env, nbdir, tmp
               "# broken")
     env = make_env()
     with pytest.raises(PhaseError, match="KeyError"):
-        incident.run_standalone(env, "incident", "inc-broken", {"title": "x"}, runs_root=runs, notebook_dir=nbdir)
+        standalone.run_standalone(env, "incident", "inc-broken", {"title": "x"}, runs_root=runs, notebook_dir=nbdir)
     data = incident.load_record(env.name, "inc-broken", runs)
     assert data["status"] == "failed" and data["phases"][0]["status"] == "failed"
     assert "incident.ipynb" in data["phases"][0]["files"]  # the partial notebook is kept, hashed
@@ -127,11 +127,11 @@ def test_bad_standalone_requests_write_nothing(make_env, nbdir, tmp_path):
     runs = tmp_path / "runs"
     env = make_env()
     with pytest.raises(InputError, match="unknown standalone notebook"):
-        incident.run_standalone(env, "deploy", "inc-1", {}, runs_root=runs, notebook_dir=nbdir)
+        standalone.run_standalone(env, "deploy", "inc-1", {}, runs_root=runs, notebook_dir=nbdir)
     with pytest.raises(InputError, match="open it with `make incident`"):
-        incident.run_standalone(env, "postmortem", "inc-1", {}, runs_root=runs, notebook_dir=nbdir)
+        standalone.run_standalone(env, "postmortem", "inc-1", {}, runs_root=runs, notebook_dir=nbdir)
     with pytest.raises(InputError, match="variant"):
-        incident.run_standalone(env, "incident", "inc-1", {}, variant="../en", runs_root=runs, notebook_dir=nbdir)
+        standalone.run_standalone(env, "incident", "inc-1", {}, variant="../en", runs_root=runs, notebook_dir=nbdir)
     with pytest.raises(InputError, match="INCIDENT"):
-        incident.run_standalone(env, "incident", "../../etc", {}, runs_root=runs, notebook_dir=nbdir)
+        standalone.run_standalone(env, "incident", "../../etc", {}, runs_root=runs, notebook_dir=nbdir)
     assert not runs.exists()

@@ -25,7 +25,7 @@ from incident_fakes import (
     release_history,
     write_run,
 )
-from shipbook import audit, incident
+from shipbook import audit, incident, standalone
 from shipbook.errors import AwsError, InputError
 from test_incident import FakeClient
 
@@ -227,23 +227,23 @@ def test_the_newest_rollback_is_reported_and_missing_metrics_are_left_out(runs):
 
 def test_open_and_run_gives_the_runner_a_new_id_and_the_parameters(monkeypatch, runs):
     calls = []
-    monkeypatch.setattr(incident, "run_standalone", lambda *a, **kw: calls.append((a, kw)) or "rec")
-    assert incident.open_and_run(environment(), title="500 on products", started="2026-11-21T00:00:00+09:00",
-                                 version="v1.0.0", runs_root=runs, now=lambda: at(30)) == "rec"
+    monkeypatch.setattr(standalone, "run_standalone", lambda *a, **kw: calls.append((a, kw)) or "rec")
+    assert standalone.open_and_run(environment(), title="500 on products", started="2026-11-21T00:00:00+09:00",
+                                   version="v1.0.0", runs_root=runs, now=lambda: at(30)) == "rec"
     (args, kw), = calls
     env, kind, incident_id, params = args
     assert (env.name, kind) == ("t", "incident") and incident_id.startswith("inc-20261120T150000Z-")
     assert params == {"incident_start": "2026-11-20T15:00:00+00:00", "incident_opened": "2026-11-20T15:30:00+00:00",
                       "title": "500 on products", "lang": "ja"}
     assert kw["version"] == "v1.0.0" and kw["runs_root"] == runs
-    incident.open_and_run(environment(), lang="en", runs_root=runs, now=lambda: at(30))
+    standalone.open_and_run(environment(), lang="en", runs_root=runs, now=lambda: at(30))
     # no start given: the notebook finds the onset; the opening is its own parameter (a re-run keeps it)
     assert calls[1][0][3] == {"incident_start": "", "incident_opened": "2026-11-20T15:30:00+00:00", "title": "",
                               "lang": "en"}
     with pytest.raises(InputError, match="--version"):
-        incident.open_and_run(environment(), version="1.0", runs_root=runs)
+        standalone.open_and_run(environment(), version="1.0", runs_root=runs)
     with pytest.raises(InputError, match="lang"):
-        incident.open_and_run(environment(), lang="fr", runs_root=runs)
+        standalone.open_and_run(environment(), lang="fr", runs_root=runs)
     assert len(calls) == 2  # bad input starts nothing
 
 
@@ -253,13 +253,13 @@ def test_converge_adds_prevention_items_to_the_ones_recorded(monkeypatch, runs):
     (d / audit.RECORD).write_text(json.dumps({"run_id": "inc-1", "env": "t", "version": "v1.0.0", "phases": [],
                                               "parameters": {"prevention": "more alarms"}, "facts": {}}))
     calls = []
-    monkeypatch.setattr(incident, "run_standalone", lambda *a, **kw: calls.append((a, kw)))
-    incident.converge(environment(), "inc-1", ["canary p99", "more alarms", " "], lang="en", runs_root=runs)
+    monkeypatch.setattr(standalone, "run_standalone", lambda *a, **kw: calls.append((a, kw)))
+    standalone.converge(environment(), "inc-1", ["canary p99", "more alarms", " "], lang="en", runs_root=runs)
     (args, kw), = calls
     assert args[1:] == ("incident", "inc-1", {"prevention": "more alarms\ncanary p99", "lang": "en"})
     assert kw["version"] == "v1.0.0"
     with pytest.raises(InputError, match="no incident"):
-        incident.converge(environment(), "inc-404", ["x"], runs_root=runs)
+        standalone.converge(environment(), "inc-404", ["x"], runs_root=runs)
 
 
 # ------------------------------------------------------------------ bugs found

@@ -270,20 +270,20 @@ def _load_env(name: str):
 
 
 def _cmd_incident(args: argparse.Namespace) -> int:
-    from shipbook import incident
+    from shipbook import standalone
 
     if args.prevention and not args.incident_id:
         raise InputError("--prevention", "needs --id INCIDENT: prevention items belong to an open incident")
     if args.incident_id:
         if args.title or args.start or args.suspect:
             raise InputError("--id", "re-runs an existing incident: --title, --start and --version are its own")
-        rec = incident.converge(_load_env(args.env), args.incident_id, args.prevention, lang=args.lang,
-                                progress=ConsoleProgress())
+        rec = standalone.converge(_load_env(args.env), args.incident_id, args.prevention, lang=args.lang,
+                                  progress=ConsoleProgress())
         items = rec.data.get("facts", {}).get("prevention_items", [])
         print(f"incident {rec.run_id} re-run: {rec.dir} ({len(items)} prevention item(s) recorded)")
         return 0
-    rec = incident.open_and_run(_load_env(args.env), title=args.title, started=args.start, version=args.suspect,
-                                lang=args.lang, progress=ConsoleProgress())
+    rec = standalone.open_and_run(_load_env(args.env), title=args.title, started=args.start, version=args.suspect,
+                                  lang=args.lang, progress=ConsoleProgress())
     print(f"incident {rec.run_id} opened: {rec.dir}")
     print(f"  status report: shipbook status-report {rec.run_id} --lang ja   "
           f"postmortem: make postmortem INCIDENT={rec.run_id}")
@@ -300,9 +300,9 @@ def _cmd_status_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_postmortem(args: argparse.Namespace) -> int:
-    from shipbook import postmortem
+    from shipbook import standalone
 
-    rec = postmortem.write(_load_env(args.env), args.incident, args.lang, progress=ConsoleProgress())
+    rec = standalone.write_postmortem(_load_env(args.env), args.incident, args.lang, progress=ConsoleProgress())
     print(f"postmortem of {args.incident} written: {rec.dir}")
     return 0
 

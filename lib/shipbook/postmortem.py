@@ -20,15 +20,20 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shipbook import audit, aws, gitinfo, i18n, incident
+from shipbook import audit, aws, clock, gitinfo, i18n
 from shipbook import result as phase_result
 from shipbook.config import Environment
 from shipbook.errors import ShipbookError
+from shipbook.incident.charts import chart
+from shipbook.incident.impact import Impact
+from shipbook.incident.model import Incident, last_deploy, load_record
+from shipbook.incident.signals import EVENT_COLUMNS, alarm_events, ecs_events, fetch_metrics
+from shipbook.incident.status import status_reports
 
 log = logging.getLogger(__name__)
 
 PHASE = "postmortem"
-COLUMNS = incident.EVENT_COLUMNS
+COLUMNS = EVENT_COLUMNS
 MOMENTS = ("deploy_start", "alarm", "rollback", "recovery")
 _MOMENT_LABEL = {"deploy_start": "pm.deploy_start", "alarm": "pm.alarm", "rollback": "pm.rollback",
                  "recovery": "pm.recovery"}
@@ -42,7 +47,7 @@ class Case:
     id: str
     data: dict[str, Any]
     reports: list[dict[str, Any]]
-    inc: incident.Incident
+    inc: Incident
     start: datetime
     end: datetime
     lang: str = "ja"
@@ -54,29 +59,28 @@ def trigger_text(case: Case) -> str:
     """The trigger as the postmortem names it: `deploy v1.0.0 (run …) @ …`, the run that preceded the start."""
     if not case.trigger:
         return i18n.t("unknown", case.lang)
-    run, started = case.trigger, incident.parse_time(case.trigger["facts"]["deploy_started"])
-    return f"deploy {run.get('version', '?')} (run {run.get('run_id', '?')}) @ {incident.fmt(started)}"
+    run, started = case.trigger, clock.parse_time(case.trigger["facts"]["deploy_started"])
+    return f"deploy {run.get('version', '?')} (run {run.get('run_id', '?')}) @ {clock.fmt(started)}"
 
 
 def load(env: Environment, incident_id: str, lang: str = "", *, runs_root: Path | None = None,
-         now: incident.Clock = incident.utcnow, before_minutes: float = 30, max_hours: float = 6) -> Case:
+         now: clock.Clock = clock.utcnow, before_minutes: float = 30, max_hours: float = 6) -> Case:
     """The incident `incident_id`, the deploy that preceded it (the latest of any version before its start, from
     the run records), and the window: from before that deploy to now (at most `max_hours`)."""
-    data = incident.load_record(env.name, incident_id, runs_root)
+    data = load_record(env.name, incident_id, runs_root)
     facts = data.get("facts", {})
     lang = i18n.resolve_lang(lang or facts.get("incident_lang", ""), env.lang)
-    started = incident.parse_time(facts.get("incident_start") or data.get("started"))
-    trigger = incident.last_deploy(env.name, started, runs_root)
-    deployed = incident.parse_time(trigger["facts"]["deploy_started"]) if trigger else None
-    inc = incident.Incident(incident_id, env.name, facts.get("incident_title", ""), started,
-                            facts.get("suspected_version") or data.get("version", ""),
-                            facts.get("rollback_target", ""), lang,
-                            opened=incident.parse_time(facts["incident_opened"]) if facts.get("incident_opened")
-                            else None, start_basis=facts.get("incident_start_basis") or "given", deploy=deployed,
-                            deploy_run=trigger.get("run_id", "") if trigger else "")
+    started = clock.parse_time(facts.get("incident_start") or data.get("started"))
+    trigger = last_deploy(env.name, started, runs_root)
+    deployed = clock.parse_time(trigger["facts"]["deploy_started"]) if trigger else None
+    inc = Incident(incident_id, env.name, facts.get("incident_title", ""), started,
+                   facts.get("suspected_version") or data.get("version", ""), facts.get("rollback_target", ""), lang,
+                   opened=clock.parse_time(facts["incident_opened"]) if facts.get("incident_opened") else None,
+                   start_basis=facts.get("incident_start_basis") or "given", deploy=deployed,
+                   deploy_run=trigger.get("run_id", "") if trigger else "")
     start = min(started, deployed or started) - timedelta(minutes=before_minutes)
     end = min(now(), started + timedelta(hours=max_hours))
-    return Case(env.name, incident_id, data, incident.status_reports(env.name, incident_id, runs_root), inc,
+    return Case(env.name, incident_id, data, status_reports(env.name, incident_id, runs_root), inc,
                 start, end, lang, facts, trigger)
 
 
@@ -89,7 +93,7 @@ def run_events(env: str, start: datetime, end: datetime, runs_root: Path | None 
 
     def add(when: str | None, event: str, detail: str, source: str) -> None:
         if when:
-            t = incident.parse_time(when)
+            t = clock.parse_time(when)
             if start <= t <= end:
                 out.append({"time": t, "source": source, "event": event, "detail": detail})
 
@@ -108,11 +112,6 @@ def run_events(env: str, start: datetime, end: datetime, runs_root: Path | None 
     return out
 
 
-def alarm_events(env: Environment, start: datetime, end: datetime, cloudwatch: Any = None) -> list[dict[str, Any]]:
-    """State changes of the watched alarms (DescribeAlarmHistory), inside the window."""
-    return incident.alarm_events(env, start, end, cloudwatch)
-
-
 def stack_events(env: Environment, start: datetime, end: datetime, cloudformation: Any = None
                  ) -> list[dict[str, Any]]:
     """The stack's events inside the window (CloudFormation lists newest first: stop when older)."""
@@ -120,12 +119,10 @@ def stack_events(env: Environment, start: datetime, end: datetime, cloudformatio
         return []
     cfn = cloudformation or aws.client(env, "cloudformation")
     out: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"StackName": env.stack.name}
-    for _page in range(50):
-        resp = aws.call(cfn, "describe_stack_events", **kwargs)
+    for page in aws.pages(cfn, "describe_stack_events", StackName=env.stack.name):
         older = False
-        for ev in resp.get("StackEvents", []):
-            t = incident.parse_time(ev["Timestamp"])
+        for ev in page.get("StackEvents", []):
+            t = clock.parse_time(ev["Timestamp"])
             if t < start:
                 older = True
                 continue
@@ -133,10 +130,8 @@ def stack_events(env: Environment, start: datetime, end: datetime, cloudformatio
                 out.append({"time": t, "source": "CloudFormation",
                             "event": f"{ev.get('LogicalResourceId')} {ev.get('ResourceStatus')}",
                             "detail": ev.get("ResourceStatusReason", "") or ev.get("ResourceType", "")})
-        token = resp.get("NextToken")
-        if older or not token:
+        if older:
             break
-        kwargs["NextToken"] = token
     return out
 
 
@@ -150,7 +145,7 @@ def rollback_tags(env: Environment, start: datetime, end: datetime) -> list[dict
     for line in listing.splitlines():
         name, _, rest = line.partition("\t")
         when, _, subject = rest.partition("\t")
-        t = incident.parse_time(when)
+        t = clock.parse_time(when)
         if start <= t <= end:
             out.append({"time": t, "source": "git", "event": f"rollback tag {name}", "detail": subject})
     return out
@@ -160,7 +155,7 @@ def incident_events(case: Case) -> list[dict[str, Any]]:
     out = [{"time": case.inc.started, "source": "incident", "event": f"incident opened: {case.id}",
             "detail": case.inc.title}]
     for r in case.reports:
-        out.append({"time": incident.parse_time(r["at"]), "source": "status report",
+        out.append({"time": clock.parse_time(r["at"]), "source": "status report",
                     "event": f"status report #{r.get('seq', '?')} ({r.get('lang')})", "detail": r.get("current", "")})
     return out
 
@@ -171,7 +166,7 @@ def timeline(env: Environment, case: Case, *, runs_root: Path | None = None, clo
     rows = run_events(env.name, case.start, case.end, runs_root) + incident_events(case)
     rows += rollback_tags(env, case.start, case.end)
     for name, fetch in (("CloudWatch", lambda: alarm_events(env, case.start, case.end, cloudwatch)),
-                        ("ECS", lambda: incident.ecs_events(env, case.start, case.end, ecs).to_dict("records")),
+                        ("ECS", lambda: ecs_events(env, case.start, case.end, ecs).to_dict("records")),
                         ("CloudFormation", lambda: stack_events(env, case.start, case.end, cloudformation))):
         try:
             rows += fetch()
@@ -193,7 +188,7 @@ def key_moments(tl: pd.DataFrame, case: Case) -> dict[str, datetime | None]:
         return rows["time"].iloc[0] if len(rows) else None
 
     if case.trigger:
-        deploy: datetime | None = incident.parse_time(case.trigger["facts"]["deploy_started"])
+        deploy: datetime | None = clock.parse_time(case.trigger["facts"]["deploy_started"])
     else:
         before = tl[tl["event"].str.startswith("deploy started: ") & (tl["time"] <= case.inc.started)]
         deploy = before["time"].iloc[-1] if len(before) else None
@@ -210,7 +205,7 @@ def moments_table(moments: dict[str, datetime | None], lang: str = "ja") -> pd.D
     rows = []
     for key in MOMENTS:
         t = moments.get(key)
-        rows.append({i18n.t("event", lang): i18n.t(_MOMENT_LABEL[key], lang), i18n.t("time", lang): incident.fmt(t),
+        rows.append({i18n.t("event", lang): i18n.t(_MOMENT_LABEL[key], lang), i18n.t("time", lang): clock.fmt(t),
                      "t+min": round((t - base).total_seconds() / 60, 1) if t and base else None})
     return pd.DataFrame(rows)
 
@@ -236,10 +231,10 @@ def durations(moments: dict[str, datetime | None], lang: str = "ja") -> pd.DataF
 def impact_chart(env: Environment, case: Case, moments: dict[str, datetime | None], *, cloudwatch: Any = None,
                  elbv2: Any = None) -> Figure:
     """5xx rate and latency over the incident window, the key moments marked."""
-    metrics = incident.fetch_metrics(env, case.start, case.end, cloudwatch=cloudwatch, elbv2=elbv2)
+    metrics = fetch_metrics(env, case.start, case.end, cloudwatch=cloudwatch, elbv2=elbv2)
     marks = {i18n.t(_MOMENT_LABEL[k], case.lang): t for k, t in moments.items() if t is not None}
     title = f"{case.inc.title or case.id} — {i18n.t('pm.chart_title', case.lang)}"
-    return incident.chart(metrics, title, marks, case.lang)
+    return chart(metrics, title, marks, case.lang)
 
 
 # ------------------------------------------------------------------ the SRE sections
@@ -261,24 +256,24 @@ def sections(case: Case, moments: dict[str, datetime | None], tl: pd.DataFrame) 
     t = lambda k: i18n.t(k, lang)  # noqa: E731
     fill = f"**{t('to_fill')}** {t('pm.human')}"
     imp = case.facts.get("impact")
-    impact_line = incident.Impact.from_facts(imp).summary(lang) if isinstance(imp, dict) else t("unknown")
+    impact_line = Impact.from_facts(imp).summary(lang) if isinstance(imp, dict) else t("unknown")
     trigger = trigger_text(case) if case.trigger else (
-        f"deploy @ {incident.fmt(moments.get('deploy_start'))}" if moments.get("deploy_start") else t("unknown"))
+        f"deploy @ {clock.fmt(moments.get('deploy_start'))}" if moments.get("deploy_start") else t("unknown"))
     rb = moments.get("rollback")
-    resolution = f"{t('pm.rollback')} → {case.inc.previous_version or '?'} @ {incident.fmt(rb)}" if rb else fill
+    resolution = f"{t('pm.rollback')} → {case.inc.previous_version or '?'} @ {clock.fmt(rb)}" if rb else fill
     alarm_rows = tl[tl["event"].str.endswith("→ ALARM")]
     if moments.get("alarm") is not None:  # the alarm the key moments name: the first after the deploy
         alarm_rows = alarm_rows[alarm_rows["time"] >= moments["alarm"]]
     elif moments.get("deploy_start") is not None:
         alarm_rows = alarm_rows[alarm_rows["time"] >= moments["deploy_start"]]
-    detection = (f"{alarm_rows['event'].iloc[0].split(':')[0]} @ {incident.fmt(alarm_rows['time'].iloc[0])}"
+    detection = (f"{alarm_rows['event'].iloc[0].split(':')[0]} @ {clock.fmt(alarm_rows['time'].iloc[0])}"
                  if len(alarm_rows) else fill)
     prevention = case.facts.get("prevention_items") or []
     actions = "\n".join(f"| {p} | {t('pm.kind')}: prevent | {t('to_fill')} | {t('to_fill')} |" for p in prevention)
     actions = actions or f"| {t('to_fill')} | | {t('to_fill')} | {t('to_fill')} |"
     lines = [
         f"# {t('pm.title')}: {case.inc.title or case.id}",
-        f"`{case.id}` · {case.env} · {case.inc.version or '?'} · {incident.fmt(case.inc.started)}",
+        f"`{case.id}` · {case.env} · {case.inc.version or '?'} · {clock.fmt(case.inc.started)}",
         f"## {t('pm.summary')}", fill,
         f"## {t('pm.impact')} {t('pm.computed')}", impact_line,
         f"## {t('pm.root_causes')}", fill,
@@ -301,7 +296,7 @@ class TimelineView:
     frame: pd.DataFrame
 
     def _repr_html_(self) -> str:
-        shown = self.frame.assign(time=self.frame["time"].map(incident.fmt))
+        shown = self.frame.assign(time=self.frame["time"].map(clock.fmt))
         return shown.to_html(index=False)
 
 
@@ -310,16 +305,8 @@ def finish(case: Case, moments: dict[str, datetime | None], tl: pd.DataFrame) ->
     ordered = in_order(moments)
     checks = [{"id": "postmortem.timeline", "verdict": "pass" if ordered else "warn",
                "summary": f"{len(tl)} events; key moments {'in order' if ordered else 'incomplete or out of order'}"}]
-    facts = {f"postmortem_{k}": incident.audit_iso(v) if v else "" for k, v in moments.items()}
+    facts = {f"postmortem_{k}": clock.iso(v) if v else "" for k, v in moments.items()}
     facts["postmortem_lang"] = case.lang
     phase_result.report(PHASE, checks, facts=facts, blocking=[])
     return pd.DataFrame(checks)
 
-
-def write(env: Environment, incident_id: str, lang: str = "", *, runs_root: Path | None = None,
-          progress: Any = None) -> audit.RunRecord:
-    """`shipbook postmortem INCIDENT`: execute postmortem.ipynb into the incident's dir."""
-    data = incident.load_record(env.name, incident_id, runs_root)  # a clear error for an unknown id
-    lang = i18n.resolve_lang(lang or data.get("facts", {}).get("incident_lang", ""), env.lang)
-    return incident.run_standalone(env, PHASE, incident_id, {"lang": lang}, variant=lang, runs_root=runs_root,
-                                   progress=progress)

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shipbook import audit, feedback, gitinfo, i18n, incident
+from shipbook import audit, clock, feedback, gitinfo, i18n, incident
 from shipbook import result as phase_result
 from shipbook.config import Environment
 from shipbook.deploy.notes import find_section
@@ -139,8 +139,8 @@ def load_run(env: Environment, version: str, run_id: str = "", *, runs_root: Pat
 def completion_table(run: Run, lang: str = "ja") -> pd.DataFrame:
     """デプロイ完了時刻 and the facts a manager asks next: duration, commit, snapshot, who."""
     f, t = run.facts, lambda k: i18n.t(k, lang)
-    started = incident.parse_time(f["deploy_started"]) if f.get("deploy_started") else None
-    finished = incident.parse_time(f["deploy_finished"]) if f.get("deploy_finished") else None
+    started = clock.parse_time(f["deploy_started"]) if f.get("deploy_started") else None
+    finished = clock.parse_time(f["deploy_finished"]) if f.get("deploy_finished") else None
     duration = "—"
     if started and finished:
         secs = int((finished - started).total_seconds())
@@ -148,8 +148,8 @@ def completion_table(run: Run, lang: str = "ja") -> pd.DataFrame:
     not_deployed = t("report.dry_run") if run.data.get("parameters", {}).get("dry_run") else t("report.not_deployed")
     op = run.data.get("operator") or {}
     rows = [
-        (t("report.completed"), incident.fmt(finished) if finished else not_deployed),
-        (t("report.started"), incident.fmt(started) if started else "—"),
+        (t("report.completed"), clock.fmt(finished) if finished else not_deployed),
+        (t("report.started"), clock.fmt(started) if started else "—"),
         (t("report.duration"), duration),
         (t("report.version"), run.version),
         (t("report.previous"), run.previous_version or "—"),
@@ -346,14 +346,14 @@ def release_chart(env: Environment, run: Run, lang: str = "ja", after_minutes: f
     title = f"{run.version} — {i18n.t('report.chart_title', lang)}"
     if not f.get("deploy_started"):
         return incident.chart(pd.DataFrame(columns=incident.METRIC_COLUMNS), title, {}, lang)
-    started = incident.parse_time(f["deploy_started"])
+    started = clock.parse_time(f["deploy_started"])
     end = min(incident.utcnow(), started + timedelta(minutes=after_minutes))
     marks = {i18n.t("report.started", lang): started}
     if f.get("deploy_finished"):
-        marks[i18n.t("report.completed", lang)] = incident.parse_time(f["deploy_finished"])
+        marks[i18n.t("report.completed", lang)] = clock.parse_time(f["deploy_finished"])
     rb = run.phase("rollback")
     if rb and rb.get("started"):
-        marks[i18n.t("report.rollback", lang)] = incident.parse_time(rb["started"])
+        marks[i18n.t("report.rollback", lang)] = clock.parse_time(rb["started"])
     try:
         metrics = incident.fetch_metrics(env, started - timedelta(minutes=10), end)
     except ShipbookError as exc:
