@@ -171,13 +171,14 @@ import sys
 sys.path.insert(0, {str(TESTS)!r})
 import pathlib
 import incident_fakes as _f
-from shipbook import audit as _audit, aws as _aws, config as _config, incident as _incident
+from shipbook import aws as _aws, config as _config, incident as _incident
 _runs = pathlib.Path({str(runs)!r})
 _f.release_history(_runs)
 _fakes = _f.clients()
 _app = _f.app_server()
 _env = _f.environment(public_url=_app.__enter__())
-_audit.RUNS_ROOT = _runs
+import os as _os
+_os.environ["SHIPBOOK_RUNS_DIR"] = str(_runs)
 _aws.client = lambda env, service: _fakes[service]
 _incident.utcnow = lambda: _f.NOW
 _config.load = lambda name, *args, **kwargs: _env

@@ -147,7 +147,7 @@ def test_notebook_runs_cell_by_cell_and_reports(tmp_path, demo_repo, monkeypatch
     _record(tmp_path)
     env = make_env(demo_repo)
     monkeypatch.setattr(config, "load", lambda name: env)
-    monkeypatch.setattr(audit, "RUNS_ROOT", tmp_path)
+    monkeypatch.setenv("SHIPBOOK_RUNS_DIR", str(tmp_path))
     monkeypatch.setenv("SHIPBOOK_WORK_DIR", str(tmp_path))
     monkeypatch.setattr(report.incident, "fetch_metrics", lambda *a, **k: report.pd.DataFrame(
         columns=report.incident.METRIC_COLUMNS))

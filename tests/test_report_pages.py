@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from incident_fakes import DEPLOY, at, clients, environment
-from shipbook import audit, aws, config, feedback, incident, report
+from shipbook import aws, config, feedback, incident, report
 from shipbook import cli as shipbook_cli
 from shipbook.errors import AwsError, ConfigError
 
@@ -121,7 +121,7 @@ def main(cli, monkeypatch, capsys):
     """`shipbook.cli.main` in this process (a child costs seconds of imports): (exit code, stdout, stderr)."""
     load = config.load
     monkeypatch.setattr(config, "load", lambda name, **kw: load(name, env_dir=cli.envs, **kw))
-    monkeypatch.setattr(audit, "RUNS_ROOT", cli.runs)
+    monkeypatch.setenv("SHIPBOOK_RUNS_DIR", str(cli.runs))
 
     def run(*args: str) -> tuple[int, str, str]:
         try:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shipbook import places
 from shipbook.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ TOP_LEVEL_FILES = frozenset({"index.html", ".gitkeep", "README.md"})
 # Beside an incident's run.json and its phase files: its hash-chained status reports (incident.STATUS_FILE).
 INCIDENT_STATUS_FILE = "status.jsonl"
 # SHIPBOOK_RUNS_DIR points the audit trail elsewhere (tests, a shared volume).
-RUNS_ROOT = Path(os.environ.get("SHIPBOOK_RUNS_DIR") or Path(__file__).resolve().parents[2] / "runs").resolve()
 
 
 def sha256_file(path: Path) -> str:
@@ -214,3 +214,10 @@ def list_runs(runs_root: Path, env: str | None = None) -> list[dict[str, Any]]:
 def latest_run(runs_root: Path, env: str, version: str) -> dict[str, Any] | None:
     recs = [d for _p, d in iter_records(runs_root, env) if d and d.get("version") == version]
     return max(recs, key=lambda d: d["run_id"]) if recs else None
+
+
+def __getattr__(name: str) -> Any:
+    """`audit.RUNS_ROOT`, read when asked (shipbook.places), for callers that still name it."""
+    if name == "RUNS_ROOT":
+        return places.runs_root()
+    raise AttributeError(name)

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from shipbook import __version__
+from shipbook import __version__, places
 from shipbook.errors import EXIT_INFRA, InfraError, InputError, ShipbookError
 from shipbook.phases import PHASES
 
@@ -179,7 +179,7 @@ def _cmd_release(args: argparse.Namespace, only: str | None) -> int:
 def _cmd_runs(args: argparse.Namespace) -> int:
     from shipbook import audit
 
-    rows = audit.list_runs(audit.RUNS_ROOT, args.env)
+    rows = audit.list_runs(places.runs_root(), args.env)
     if not rows:
         print("no runs yet")
         return 0
@@ -195,12 +195,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from shipbook import audit, trail
     from shipbook.errors import AuditError
 
-    problems = trail.verify(audit.RUNS_ROOT, args.env)
+    problems = trail.verify(places.runs_root(), args.env)
     for prob in problems:
         print(f"AUDIT: {prob}")
     if problems:
         raise AuditError(problems)
-    print(f"audit: {len(audit.list_runs(audit.RUNS_ROOT, args.env))} run(s), chain and files verified")
+    print(f"audit: {len(audit.list_runs(places.runs_root(), args.env))} run(s), chain and files verified")
     return 0
 
 

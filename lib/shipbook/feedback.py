@@ -26,7 +26,15 @@ from typing import Any
 
 import pandas as pd
 
-from shipbook import audit, config, gitinfo, i18n, secretvalues, versions
+from shipbook import (
+    audit,
+    config,
+    gitinfo,
+    i18n,
+    places,
+    secretvalues,
+    versions,
+)
 from shipbook.config import Environment
 from shipbook.errors import InputError, ShipbookError
 from shipbook.redact import Redactor
@@ -66,7 +74,7 @@ def _env_name(env: str | Environment) -> str:
 def path_for(env: str | Environment, version: str, runs_root: Path | None = None) -> Path:
     """`runs/<env>/<version>/feedback.jsonl` (the version is validated: it becomes a path)."""
     versions.parse(version)
-    return (runs_root or audit.RUNS_ROOT) / _env_name(env) / version / FILE
+    return (runs_root or places.runs_root()) / _env_name(env) / version / FILE
 
 
 def _lines(path: Path) -> list[str]:

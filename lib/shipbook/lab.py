@@ -25,8 +25,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from shipbook.config import PROJECT_ROOT
 from shipbook.errors import InfraError
+from shipbook.places import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import papermill
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from shipbook import __version__, audit, engine, render, runs_index
+from shipbook import __version__, audit, engine, places, render, runs_index
 from shipbook import result as phase_result
 from shipbook.config import Environment
 from shipbook.errors import GateError, InputError, PhaseError, PhaseInfraError, ShipbookError
@@ -103,12 +103,12 @@ class PhaseOutcome:
 class Runner:
     """Runs the phases of one release run against one environment."""
 
-    def __init__(self, env: Environment, redactor: Any, runs_root: Path = audit.RUNS_ROOT,
+    def __init__(self, env: Environment, redactor: Any, runs_root: Path | None = None,
                  notebook_dir: Path = NOTEBOOK_DIR, progress: Progress | None = None,
                  kernel_env: dict[str, str] | None = None) -> None:
         self.env = env
         self.redactor = redactor
-        self.runs_root = runs_root
+        self.runs_root = runs_root or places.runs_root()
         self.notebook_dir = notebook_dir
         self.progress = progress or Progress()
         self.kernel_env = kernel_env if kernel_env is not None else {**os.environ, **env.process_env()}

@@ -7,10 +7,19 @@ the environment file, the phases. Only then is the lock taken and the run record
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from shipbook import audit, aws, gitinfo, lock, mirror, secretvalues, versions
+from shipbook import (
+    audit,
+    aws,
+    gitinfo,
+    lock,
+    mirror,
+    places,
+    secretvalues,
+    versions,
+)
 from shipbook.config import Environment
 from shipbook.errors import InputError, ShipbookError
 from shipbook.phases import NOTEBOOK_DIR, PHASES
@@ -24,7 +33,7 @@ log = logging.getLogger(__name__)
 class Context:
     """Where a run reads and writes; tests point these at temporary directories."""
 
-    runs_root: Path = audit.RUNS_ROOT
+    runs_root: Path = field(default_factory=places.runs_root)  # read when the context is made, not at import
     notebook_dir: Path = NOTEBOOK_DIR
 
 

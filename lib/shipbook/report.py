@@ -25,7 +25,15 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shipbook import audit, clock, feedback, gitinfo, i18n, incident
+from shipbook import (
+    audit,
+    clock,
+    feedback,
+    gitinfo,
+    i18n,
+    incident,
+    places,
+)
 from shipbook import result as phase_result
 from shipbook.config import Environment
 from shipbook.deploy.notes import find_section
@@ -120,7 +128,7 @@ def with_history(root: Path, env_name: str, run: Run) -> Run:
 def load_run(env: Environment, version: str, run_id: str = "", *, runs_root: Path | None = None,
              overrides: dict[str, Any] | None = None) -> Run:
     """The run `run_id` (or the newest run of `version`), its facts overridden by non-empty parameters."""
-    root = runs_root or audit.RUNS_ROOT
+    root = runs_root or places.runs_root()
     if run_id:
         rec = audit.RunRecord.load(root, env.name, run_id)
         run = Run(rec.dir, rec.data)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import tomllib
 import types
 import typing
 from pathlib import Path
 
+from shipbook import places
 from shipbook.config.sections import (
     SANDBOX_ACCOUNT,
     SANDBOX_CREDENTIAL,
@@ -40,11 +40,7 @@ from shipbook.config.sections import (
 )
 from shipbook.config.validate import INGRESS_ROLES, parse_ingress, validate
 from shipbook.errors import ConfigError
-
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-ENV_DIR = Path(os.environ.get("SHIPBOOK_ENV_DIR") or PROJECT_ROOT / "environments").resolve()
-# SHIPBOOK_SANDBOX_DIR lets a test or a second checkout run its own twin beside the default one.
-SANDBOX_DIR = Path(os.environ.get("SHIPBOOK_SANDBOX_DIR") or PROJECT_ROOT / ".sandbox").resolve()
+from shipbook.places import PROJECT_ROOT
 
 __all__ = [
     "AppSection",
@@ -52,7 +48,6 @@ __all__ = [
     "BackupSection",
     "Contact",
     "DeploySection",
-    "ENV_DIR",
     "Environment",
     "GithubSection",
     "HealthCheckSection",
@@ -66,7 +61,6 @@ __all__ = [
     "RunnerSection",
     "SANDBOX_ACCOUNT",
     "SANDBOX_CREDENTIAL",
-    "SANDBOX_DIR",
     "SecretRef",
     "SmokeTestSection",
     "StackSection",
@@ -85,17 +79,19 @@ _SECRET_WORDS = re.compile(r"(secret|password|passwd|token|api_key|apikey|privat
 # --------------------------------------------------------------------------- loading
 
 
-def env_path(name: str, env_dir: Path = ENV_DIR) -> Path:
+def env_path(name: str, env_dir: Path | None = None) -> Path:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", name or ""):
         raise ConfigError("--env", "name", f"{name!r} is not a valid environment name")
-    return env_dir / f"{name}.toml"
+    return (env_dir or places.env_dir()) / f"{name}.toml"
 
 
-def load(name: str, env_dir: Path = ENV_DIR, sandbox_dir: Path = SANDBOX_DIR, resolve: bool = True) -> Environment:
+def load(name: str, env_dir: Path | None = None, sandbox_dir: Path | None = None, resolve: bool = True
+         ) -> Environment:
     """Load and validate `environments/<name>.toml`.
 
     With `resolve`, `{sandbox.*}` placeholders are filled from the running sandbox's state.
     """
+    env_dir = env_dir or places.env_dir()
     path = env_path(name, env_dir)
     if not path.is_file():
         known = sorted(p.stem for p in env_dir.glob("*.toml") if not p.stem.endswith(".example"))
@@ -103,7 +99,7 @@ def load(name: str, env_dir: Path = ENV_DIR, sandbox_dir: Path = SANDBOX_DIR, re
     return load_file(path, sandbox_dir=sandbox_dir, resolve=resolve)
 
 
-def load_file(path: Path, sandbox_dir: Path = SANDBOX_DIR, resolve: bool = True) -> Environment:
+def load_file(path: Path, sandbox_dir: Path | None = None, resolve: bool = True) -> Environment:
     fname = _display(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -111,15 +107,15 @@ def load_file(path: Path, sandbox_dir: Path = SANDBOX_DIR, resolve: bool = True)
         raise ConfigError(fname, "(file)", f"invalid TOML: {exc}") from exc
     raw.setdefault("name", path.stem)
     if resolve and raw.get("kind") == "sandbox":
-        raw = _resolve_placeholders(raw, sandbox_dir, fname)
+        raw = _resolve_placeholders(raw, sandbox_dir or places.sandbox_dir(), fname)
     env = _build(Environment, raw, fname, "")
     env = dataclasses.replace(env, source=str(path))
     validate(env, fname)
     return env
 
 
-def sandbox_state(sandbox_dir: Path = SANDBOX_DIR) -> dict | None:
-    state = sandbox_dir / "state.json"
+def sandbox_state(sandbox_dir: Path | None = None) -> dict | None:
+    state = (sandbox_dir or places.sandbox_dir()) / "state.json"
     if not state.is_file():
         return None
     try:

@@ -23,7 +23,8 @@ from typing import Any
 
 import requests
 
-from shipbook.config import SANDBOX_CREDENTIAL, SANDBOX_DIR
+from shipbook import places
+from shipbook.config import SANDBOX_CREDENTIAL
 from shipbook.errors import InfraError, InputError
 
 Say = Callable[[str], None]
@@ -53,8 +54,8 @@ def child_env() -> dict[str, str]:
 class Sandbox:
     """The twin rooted at `root` (default `.sandbox/`)."""
 
-    def __init__(self, root: Path = SANDBOX_DIR) -> None:
-        self.root = Path(root).resolve()
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root or places.sandbox_dir()).resolve()
         self.pids = self.root / "pids"
         self.logs = self.root / "logs"
         self.state_path = self.root / "state.json"

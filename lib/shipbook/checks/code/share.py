@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipbook import audit, mirror, notify
+from shipbook import (
+    mirror,
+    notify,
+    places,
+)
 from shipbook.checks import SECTION_1, CheckResult, CheckView, Release, badge, check, html_table, text_table, worst
 from shipbook.config import Environment
 from shipbook.errors import ShipbookError
@@ -36,7 +40,7 @@ _NOTHING = CheckResult(SHARED, "fail", "nothing was planned")
 
 def report_locations(env: Environment, version: str, run_id: str, runs_root: Path | None = None) -> tuple[str, str]:
     """(local path, S3 URL or '') of this run's stakeholder report, as the runner will write and mirror it."""
-    root = runs_root or audit.RUNS_ROOT
+    root = runs_root or places.runs_root()
     rel = Path(env.name) / version / run_id / REPORT_NAME
     local = str(root / rel)
     if not env.runner.runs_url:
