@@ -111,11 +111,20 @@ class Notice:
         return self.text
 
 
+# The first notice's wording per language: (title when none is given, the affected endpoints, the body).
+_NOTICE = {
+    "ja": ("サービスの一部で障害が発生しています", "（対象: {eps}）",
+           "{started} 頃より、サービスの一部でエラーが発生しやすい状態になっています{affected}。{how_much}\n\n"
+           "{doing}ご迷惑をおかけし申し訳ございません。\n\n次回の更新は {nxt} 頃を予定しています。"),
+    "en": ("Some requests are failing", " (affected: {eps})",
+           "Since about {started}, some requests to the service may fail{affected}.{how_much}\n\n"
+           "{doing} We apologise for the inconvenience.\n\nNext update by {nxt}."),
+}
+
+
 def first_notice(inc: Incident, impact: Impact, state: CurrentState | None = None) -> Notice:
     """A draft of the first notice to users: what, since when (the start), how much (the impact's pooled
     figures), what we do (or that it has recovered), next update (30 minutes after the opening)."""
-    nxt = clock.fmt(inc.opened_at + timedelta(minutes=30))
-    eps = ", ".join(impact.endpoints[:3])
     lang = inc.lang
     how_much = ""
     if impact.requests:
@@ -123,23 +132,13 @@ def first_notice(inc: Incident, impact: Impact, state: CurrentState | None = Non
         how_much = i18n.t("incident.notice_rate", lang).format(rate=f"{impact.error_rate:.1f}%", peak=peak,
                                                                pool=pool_label(impact.pool_seconds, lang))
     recovered = state is not None and state.state == CONVERGED
-    doing = i18n.t("incident.notice_recovered" if recovered else "incident.notice_working", lang)
-    subject = i18n.t("incident.notice_subject", lang)
-    if lang == "ja":
-        title = inc.title or "サービスの一部で障害が発生しています"
-        affected = f"（対象: {eps}）" if eps else ""
-        return Notice(f"**{subject} {title}**\n\n"
-                      f"{clock.fmt(inc.started)} 頃より、サービスの一部で"
-                      f"エラーが発生しやすい状態になっています{affected}。{how_much}\n\n"
-                      f"{doing}ご迷惑をおかけし申し訳ございません。\n\n"
-                      f"次回の更新は {nxt} 頃を予定しています。")
-    title = inc.title or "Some requests are failing"
-    affected = f" (affected: {eps})" if eps else ""
-    return Notice(f"**{subject} {title}**\n\n"
-                  f"Since about {clock.fmt(inc.started)}, some requests to the service may fail{affected}."
-                  f"{' ' + how_much if how_much else ''}\n\n"
-                  f"{doing} We apologise for the inconvenience.\n\n"
-                  f"Next update by {nxt}.")
+    title, affected, body = _NOTICE["ja" if lang == "ja" else "en"]
+    eps = ", ".join(impact.endpoints[:3])
+    text = body.format(started=clock.fmt(inc.started), affected=affected.format(eps=eps) if eps else "",
+                       how_much=how_much if lang == "ja" or not how_much else " " + how_much,
+                       doing=i18n.t("incident.notice_recovered" if recovered else "incident.notice_working", lang),
+                       nxt=clock.fmt(inc.opened_at + timedelta(minutes=30)))
+    return Notice(f"**{i18n.t('incident.notice_subject', lang)} {inc.title or title}**\n\n{text}")
 
 
 def prevention_items(items: list[str] | str) -> list[str]:
