@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from shipbook import aws
 from shipbook.config import Environment
@@ -124,6 +123,8 @@ def assess(during: pd.DataFrame, failing: pd.DataFrame, *, start: datetime, end:
     worst = rated["rate"].idxmax()
     w.worst_at = worst.to_pydatetime()
     w.worst_requests, w.worst_errors = int(rated.at[worst, "requests"]), int(rated.at[worst, "errors_5xx"])
+    from scipy import stats  # ~1 s to import: only when pools are judged
+
     ceiling = min(1.0, (w.failing_rate or 0.0) + tolerance)
     level = alpha / len(rated)
     for t, row in rated.iterrows():

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from shipbook.errors import InputError
 
@@ -237,6 +236,8 @@ def mann_whitney_p(canary: np.ndarray, baseline: np.ndarray, direction: str) -> 
     if np.all(canary == canary[0]) and np.all(baseline == canary[0]):
         return 1.0  # all values tied: no evidence either way (scipy would divide by zero)
     alternative = "greater" if direction == "increase" else "less"
+    from scipy import stats  # ~1 s to import: loaded when a metric is judged, not by every kernel importing verify
+
     return float(stats.mannwhitneyu(canary, baseline, alternative=alternative, method="auto").pvalue)
 
 
@@ -247,6 +248,8 @@ def binomial_p(e0: float, n0: float, e1: float, n1: float, direction: str) -> fl
         return 1.0
     q = n1 / (n0 + n1)
     x = int(round(e1))
+    from scipy import stats  # see mann_whitney_p
+
     if direction == "increase":
         return float(stats.binom.sf(x - 1, k, q))
     return float(stats.binom.cdf(x, k, q))
