@@ -12,7 +12,6 @@ import pandas as pd
 
 from shipbook import clock
 from shipbook.config import Environment
-from shipbook.verify import metrics as verify_metrics
 
 POOL_COLUMNS = ["time", "requests", "errors", "error_rate", "p99", "enough"]
 
@@ -46,12 +45,14 @@ def pooled(metrics: pd.DataFrame, seconds: int = 60, min_requests: int = 50) -> 
     weighs what it holds; p99 is the request-weighted mean of the periods' p99. `enough`: the
     pool holds `min_requests`, the only pools a headline figure or an onset may come from.
     """
+    from shipbook.verify.metrics import pooled as pool_periods  # verify's package loads scipy: not at import
+
     if metrics.empty:
         return pd.DataFrame(columns=POOL_COLUMNS)
     frame = pd.DataFrame({"requests": metrics["requests"].to_numpy(), "errors_5xx": metrics["errors"].to_numpy(),
                           "latency_p99": metrics["p99"].to_numpy()},
                          index=pd.DatetimeIndex(pd.to_datetime(metrics["time"], utc=True), name="time"))
-    pools = verify_metrics.pooled(frame, seconds, min_requests)
+    pools = pool_periods(frame, seconds, min_requests)
     pools = pools[pools["periods"] > 0]
     requests_ = pools["requests"].round().astype(int)
     errors_ = pools["errors_5xx"].round().astype(int)

@@ -17,22 +17,17 @@ import pandas as pd
 
 from shipbook import aws, clock, i18n
 from shipbook.config import Environment
-from shipbook.verify import logs as verify_logs
-from shipbook.verify import metrics as verify_metrics
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["time", "requests", "errors", "error_rate", "p50", "p95", "p99"]
 LOG_COLUMNS = ["time", "level", "method", "path", "status", "duration_ms", "message", "exception"]
 EVENT_COLUMNS = ["time", "source", "event", "detail"]
-QUERIES = (  # the Id of each is its column: the request reads as what it asks for
-    verify_metrics.Query("requests", verify_metrics.ALB, "RequestCount", "Sum", "alb", "RequestCount Sum"),
-    verify_metrics.Query("errors", verify_metrics.ALB, "HTTPCode_Target_5XX_Count", "Sum", "alb",
-                         "HTTPCode_Target_5XX_Count Sum"),
-    verify_metrics.Query("p50", verify_metrics.ALB, "TargetResponseTime", "p50", "alb", "TargetResponseTime p50"),
-    verify_metrics.Query("p95", verify_metrics.ALB, "TargetResponseTime", "p95", "alb", "TargetResponseTime p95"),
-    verify_metrics.Query("p99", verify_metrics.ALB, "TargetResponseTime", "p99", "alb", "TargetResponseTime p99"),
-)
+# The incident's GetMetricData queries (verify.metrics.Query: id, metric, statistic of the target group); each
+# goes by its own id in the call, so the request reads as what it asks for.
+QUERIES = (("requests", "RequestCount", "Sum"), ("errors", "HTTPCode_Target_5XX_Count", "Sum"),
+           ("p50", "TargetResponseTime", "p50"), ("p95", "TargetResponseTime", "p95"),
+           ("p99", "TargetResponseTime", "p99"))
 
 
 def auto_period(env: Environment, start: datetime, end: datetime, points: int = 240) -> int:
@@ -48,14 +43,17 @@ def fetch_metrics(env: Environment, start: datetime, end: datetime, period: int 
                   elbv2: Any = None) -> pd.DataFrame:
     """Requests, 5xx, 5xx rate (%) and latency percentiles (ms) per period: one GetMetricData call (verify's
     reader, the incident's queries); a call that fails raises its AwsError."""
+    from shipbook.verify import metrics as verify_metrics  # verify's package loads its judge (scipy): not at import
+
     period = period or auto_period(env, start, end)
-    dims = verify_metrics.dimensions(env, elbv2)
+    queries = tuple(verify_metrics.Query(qid, verify_metrics.ALB, metric, stat, "alb", f"{metric} {stat}")
+                    for qid, metric, stat in QUERIES)
     data = verify_metrics.fetch_window(cloudwatch or aws.client(env, "cloudwatch"),
-                                       verify_metrics.Window("incident", start, end), dims, period, QUERIES,
-                                       named=True)
+                                       verify_metrics.Window("incident", start, end),
+                                       verify_metrics.dimensions(env, elbv2), period, queries, named=True)
     if data.failure is not None:
         raise data.failure
-    return metrics_frame({q.id: data.frame[q.id].dropna().to_dict() for q in QUERIES})
+    return metrics_frame({q.id: data.frame[q.id].dropna().to_dict() for q in queries})
 
 
 def metrics_frame(series: dict[str, dict[datetime, float]]) -> pd.DataFrame:
@@ -77,8 +75,10 @@ def fetch_logs(env: Environment, start: datetime, end: datetime, *, pattern: str
                limit: int = 5000, max_scanned: int = 500_000, logs: Any = None) -> pd.DataFrame:
     """Log lines of the service's log group in the window (JSON lines parsed), oldest first: at most `limit`
     lines containing `pattern` (any case) and, with `errors_only`, errors only; at most `max_scanned` read."""
+    from shipbook.verify.logs import events as log_events  # as fetch_metrics: not at import
+
     rows: list[dict[str, Any]] = []
-    events = verify_logs.events(logs or aws.client(env, "logs"), env.stack.log_group, start, end, page_size=limit)
+    events = log_events(logs or aws.client(env, "logs"), env.stack.log_group, start, end, page_size=limit)
     for scanned, ev in enumerate(events, 1):
         message = ev.get("message", "")
         row = parse_log_line(message, ev.get("timestamp", 0))

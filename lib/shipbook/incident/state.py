@@ -21,7 +21,6 @@ import requests
 
 from shipbook import audit, clock, i18n
 from shipbook.config import Environment
-from shipbook.deploy.health import same_version, served_version
 from shipbook.errors import ShipbookError
 from shipbook.incident.impact import Impact, baseline_end, measure
 from shipbook.incident.model import Incident
@@ -29,8 +28,6 @@ from shipbook.incident.onset import baseline, errors_off, latency_off, tolerance
 from shipbook.incident.pools import ms_text
 from shipbook.incident.signals import METRIC_COLUMNS, alarms_in_alarm, fetch_metrics
 from shipbook.result import Check
-from shipbook.verify import reach
-from shipbook.verify import settings as verify_settings
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +82,8 @@ def rollback_of(env: str, version: str, since: datetime | None, runs_root: Path 
 
 def served_now(env: Environment, get: Callable[..., Any] = requests.get) -> str:
     """The version the service answers at its version endpoint now ("" when it cannot be read)."""
+    from shipbook.deploy.health import served_version  # the deploy package: not at import
+
     if not env.app.public_url:
         return ""
     try:
@@ -103,6 +102,8 @@ def decide_state(suspected: str, served: str, rollback: RollbackInfo | None, che
     longer serves it. Converged: rolled back, not serving the suspected version, and no
     convergence check fails. A running rollback is waited for; a failed one is no rollback.
     """
+    from shipbook.deploy.health import same_version
+
     failing = [c for c in checks if c.verdict == "fail"]
     still = bool(served and suspected and same_version(served, suspected))
     if rollback is not None and rollback.status == "running":
@@ -223,6 +224,10 @@ def convergence_checks(env: Environment, impact: Impact, live: Impact | None, *,
     a rollback, the previous one); errors and latency are off the baseline as the onset is
     (`[verify]` tolerances): 5xx fails, latency warns.
     """
+    from shipbook.deploy.health import served_version
+    from shipbook.verify import reach  # verify's package loads its judge (scipy): not at import
+    from shipbook.verify import settings as verify_settings
+
     out: list[Check] = []
     if env.app.public_url:
         url = env.app.public_url.rstrip("/")
