@@ -45,7 +45,7 @@ def pooled(metrics: pd.DataFrame, seconds: int = 60, min_requests: int = 50) -> 
     weighs what it holds; p99 is the request-weighted mean of the periods' p99. `enough`: the
     pool holds `min_requests`, the only pools a headline figure or an onset may come from.
     """
-    from shipbook.verify.metrics import pooled as pool_periods  # verify's package loads scipy: not at import
+    from shipbook.verify.metrics import pooled as pool_periods  # the verify package loads its whole phase: when used
 
     if metrics.empty:
         return pd.DataFrame(columns=POOL_COLUMNS)

@@ -43,7 +43,7 @@ def fetch_metrics(env: Environment, start: datetime, end: datetime, period: int 
                   elbv2: Any = None) -> pd.DataFrame:
     """Requests, 5xx, 5xx rate (%) and latency percentiles (ms) per period: one GetMetricData call (verify's
     reader, the incident's queries); a call that fails raises its AwsError."""
-    from shipbook.verify import metrics as verify_metrics  # verify's package loads its judge (scipy): not at import
+    from shipbook.verify import metrics as verify_metrics  # the verify package loads its whole phase: when used
 
     period = period or auto_period(env, start, end)
     queries = tuple(verify_metrics.Query(qid, verify_metrics.ALB, metric, stat, "alb", f"{metric} {stat}")
@@ -75,7 +75,7 @@ def fetch_logs(env: Environment, start: datetime, end: datetime, *, pattern: str
                limit: int = 5000, max_scanned: int = 500_000, logs: Any = None) -> pd.DataFrame:
     """Log lines of the service's log group in the window (JSON lines parsed), oldest first: at most `limit`
     lines containing `pattern` (any case) and, with `errors_only`, errors only; at most `max_scanned` read."""
-    from shipbook.verify.logs import events as log_events  # as fetch_metrics: not at import
+    from shipbook.verify.logs import events as log_events  # as in fetch_metrics
 
     rows: list[dict[str, Any]] = []
     events = log_events(logs or aws.client(env, "logs"), env.stack.log_group, start, end, page_size=limit)

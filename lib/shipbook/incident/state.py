@@ -82,7 +82,7 @@ def rollback_of(env: str, version: str, since: datetime | None, runs_root: Path 
 
 def served_now(env: Environment, get: Callable[..., Any] = requests.get) -> str:
     """The version the service answers at its version endpoint now ("" when it cannot be read)."""
-    from shipbook.deploy.health import served_version  # the deploy package: not at import
+    from shipbook.deploy.health import served_version  # as the verify modules: when used
 
     if not env.app.public_url:
         return ""
@@ -225,7 +225,7 @@ def convergence_checks(env: Environment, impact: Impact, live: Impact | None, *,
     (`[verify]` tolerances): 5xx fails, latency warns.
     """
     from shipbook.deploy.health import served_version
-    from shipbook.verify import reach  # verify's package loads its judge (scipy): not at import
+    from shipbook.verify import reach  # the verify package loads its whole phase: when used
     from shipbook.verify import settings as verify_settings
 
     out: list[Check] = []
