@@ -24,7 +24,7 @@ from incident_fakes import (
     run_notebook,
 )
 from matplotlib.figure import Figure
-from shipbook import audit, aws, clock, config, incident
+from shipbook import aws, clock, config, incident
 from shipbook.redact import Redactor
 from shipbook.render import render_notebook
 
@@ -41,7 +41,7 @@ def executed(tmp_path_factory):
     fakes = clients()
     with pytest.MonkeyPatch.context() as mp, app_server() as url:
         env = environment(public_url=url)
-        mp.setattr(audit, "RUNS_ROOT", runs)
+        mp.setenv("SHIPBOOK_RUNS_DIR", str(runs))
         mp.setattr(aws, "client", lambda env, service: fakes[service])
         mp.setattr(incident, "utcnow", lambda: NOW)  # the notebook's cells
         mp.setattr(clock, "utcnow", lambda: NOW)  # the library's

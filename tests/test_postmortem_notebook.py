@@ -66,7 +66,7 @@ def executed(tmp_path_factory):
     fakes = clients()
     env = environment()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(audit, "RUNS_ROOT", runs)
+        mp.setenv("SHIPBOOK_RUNS_DIR", str(runs))
         mp.setattr(aws, "client", lambda env, service: fakes[service])
         mp.setattr(config, "load", lambda name: env)
         mp.setenv("SHIPBOOK_WORK_DIR", str(tmp))

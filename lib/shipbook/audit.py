@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shipbook import places
 from shipbook.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -215,9 +214,3 @@ def latest_run(runs_root: Path, env: str, version: str) -> dict[str, Any] | None
     recs = [d for _p, d in iter_records(runs_root, env) if d and d.get("version") == version]
     return max(recs, key=lambda d: d["run_id"]) if recs else None
 
-
-def __getattr__(name: str) -> Any:
-    """`audit.RUNS_ROOT`, read when asked (shipbook.places), for callers that still name it."""
-    if name == "RUNS_ROOT":
-        return places.runs_root()
-    raise AttributeError(name)

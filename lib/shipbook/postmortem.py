@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shipbook import audit, aws, clock, gitinfo, i18n
+from shipbook import audit, aws, clock, gitinfo, i18n, places
 from shipbook import result as phase_result
 from shipbook.config import Environment
 from shipbook.errors import ShipbookError
@@ -97,7 +97,7 @@ def run_events(env: str, start: datetime, end: datetime, runs_root: Path | None 
             if start <= t <= end:
                 out.append({"time": t, "source": source, "event": event, "detail": detail})
 
-    for _p, d in audit.iter_records(runs_root or audit.RUNS_ROOT, env):
+    for _p, d in audit.iter_records(runs_root or places.runs_root(), env):
         if not d:
             continue
         src = f"run {d.get('version')} ({d.get('run_id')})"

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shipbook import audit, aws, clock, gitinfo, i18n, secretvalues, versions
+from shipbook import audit, aws, clock, gitinfo, i18n, places, secretvalues, versions
 from shipbook.config import Environment
 from shipbook.errors import InputError, PhaseError, PhaseInfraError
 from shipbook.incident.model import incident_dir, load_record, new_id
@@ -39,7 +39,7 @@ def run_standalone(env: Environment, kind: str, incident_id: str, params: dict[s
 
     if kind not in STANDALONE:
         raise InputError("notebook", f"unknown standalone notebook {kind!r} (known: {', '.join(STANDALONE)})")
-    runs_root = runs_root or audit.RUNS_ROOT
+    runs_root = runs_root or places.runs_root()
     run_dir = incident_dir(env.name, incident_id, runs_root)
     ledger = audit.Ledger(run_dir.parent)
     if (run_dir / audit.RECORD).is_file():
@@ -109,7 +109,7 @@ def converge(env: Environment, incident_id: str, prevention: list[str], *, lang:
              runs_root: Path | None = None, progress: Any = None) -> audit.RunRecord:
     """`shipbook incident --id ID --prevention …`: re-run the incident notebook of ID now (the verify
     checks of its convergence section, live metrics) with these prevention items added to the record."""
-    data = load_record(env.name, incident_id, runs_root or audit.RUNS_ROOT)
+    data = load_record(env.name, incident_id, runs_root or places.runs_root())
     items = prevention_items(str((data.get("parameters") or {}).get("prevention") or ""))
     items += [s for s in prevention_items(prevention) if s not in items]
     params: dict[str, Any] = {"prevention": "\n".join(items)}

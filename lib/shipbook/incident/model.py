@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from shipbook import audit, clock, gitinfo, i18n, versions
+from shipbook import audit, clock, gitinfo, i18n, places, versions
 from shipbook.config import Environment
 from shipbook.errors import InputError
 
@@ -77,7 +77,7 @@ def new_id(now: datetime | None = None) -> str:
 def incident_dir(env: str, incident_id: str, runs_root: Path | None = None) -> Path:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,80}", incident_id or ""):
         raise InputError("INCIDENT", f"{incident_id!r} is not an incident id (e.g. inc-20261128T151600Z-ab12cd)")
-    return (runs_root or audit.RUNS_ROOT) / env / INCIDENTS / incident_id
+    return (runs_root or places.runs_root()) / env / INCIDENTS / incident_id
 
 
 def load_record(env: str, incident_id: str, runs_root: Path | None = None) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def load_record(env: str, incident_id: str, runs_root: Path | None = None) -> di
 
 def deployed_runs(env: str, runs_root: Path | None = None) -> list[dict[str, Any]]:
     """Release run records of `env` that started a deploy, oldest first."""
-    recs = [d for _p, d in audit.iter_records(runs_root or audit.RUNS_ROOT, env)
+    recs = [d for _p, d in audit.iter_records(runs_root or places.runs_root(), env)
             if d and (d.get("facts") or {}).get("deploy_started")]
     return sorted(recs, key=_deployed)
 
@@ -143,7 +143,7 @@ def rollback_phases(env: str, since: datetime, runs_root: Path | None = None
                     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(record, rollback phase entry) of release runs whose rollback started since `since`, oldest first."""
     found = []
-    for _p, d in audit.iter_records(runs_root or audit.RUNS_ROOT, env):
+    for _p, d in audit.iter_records(runs_root or places.runs_root(), env):
         for p in (d or {}).get("phases", []):
             if p.get("name") == "rollback" and p.get("started") and clock.parse_time(p["started"]) >= since:
                 found.append((d, p))

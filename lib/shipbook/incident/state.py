@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from shipbook import audit, clock, i18n
+from shipbook import audit, clock, i18n, places
 from shipbook.config import Environment
 from shipbook.errors import ShipbookError
 from shipbook.incident.impact import Impact, baseline_end, measure
@@ -62,7 +62,7 @@ def rollback_of(env: str, version: str, since: datetime | None, runs_root: Path 
     the record's status "rolled-back").
     """
     found = []
-    for _p, d in audit.iter_records(runs_root or audit.RUNS_ROOT, env):
+    for _p, d in audit.iter_records(runs_root or places.runs_root(), env):
         if not d or (version and d.get("version") != version):
             continue
         f = d.get("facts") or {}
