@@ -111,6 +111,7 @@ def app_url() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -113,6 +113,8 @@ def shipbook_lab(env_dir: Path, port: int) -> Iterator[Running]:
             proc.wait(10)
         for t in pumps:
             t.join(10)
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
 
 
 # ------------------------------------------------------------------ the server's own REST + websocket API

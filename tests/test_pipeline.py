@@ -240,6 +240,7 @@ def test_ctrl_c_marks_the_run_failed_and_releases_the_lock(make_env, notebook_di
     assert lock.ReleaseLock(env).holder() is not None
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) != 0
+    proc.stdout.close()
     assert lock.ReleaseLock(env).holder() is None
     rec = json.loads(next(ctx.runs_root.rglob("run.json")).read_text())
     assert rec["status"] == "failed" and rec["phases"][0]["status"] == "failed"

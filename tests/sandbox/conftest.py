@@ -79,12 +79,12 @@ def start_twin(state_dir: Path, port: int | None = None) -> Twin:
     """Start `python -m shipbook.sandbox.aws_twin` and wait until /_sandbox/health answers 200."""
     port = port or _free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
-    log = (state_dir / "aws-twin.log").open("wb")
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shipbook.sandbox.aws_twin", "--port", str(port), "--state-dir", str(state_dir)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with (state_dir / "aws-twin.log").open("wb") as log:  # the child has its own descriptor; ours closes here
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shipbook.sandbox.aws_twin", "--port", str(port), "--state-dir", str(state_dir)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     twin = Twin(f"http://127.0.0.1:{port}", state_dir, process)
     deadline = started + 60
     while True:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,15 +29,10 @@ from shipbook.sandbox.runtime.agent import Agent
 from shipbook.sandbox.runtime.proxy import make_proxy
 from shipbook.sandbox.runtime.tasks import HealthSettings, ImageError, Task, image_tag, prepare_image
 from shipbook.sandbox.runtime.telemetry import LogBuffer, Publisher, Recorder
+from support import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/demo-app:{tag}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -72,9 +66,9 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def moto(tmp_path: Path) -> Iterator[str]:
     """A plain moto server in its own process (moto's in-process backends are shared by the session)."""
     port = free_port()
-    log = (tmp_path / "moto.log").open("wb")
-    process = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    with (tmp_path / "moto.log").open("wb") as log:
+        process = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                                    "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ok(f"{url}/moto-api/"), 30, "moto_server")
@@ -180,7 +174,11 @@ def test_task_serves_reports_health_and_usage(repos: dict[str, Path], tmp_path: 
         time.sleep(0.3)
         cpu, memory = task.usage(time.monotonic()) or (None, None)
         assert cpu is not None and cpu >= 0 and 0 < memory < 100
-        assert "migrate" in (task.workdir / "container.log").read_text() or (task.workdir / "container.log").exists()
+        # the entrypoint migrated the (empty) database before serving, and its output reached container.log
+        log = task.workdir / "container.log"
+        migrated = wait_for(lambda: "Applying shop.0001_initial... OK" in log.read_text(errors="replace"), 10,
+                            "the migrate output in container.log")
+        assert migrated and "Running migrations:" in log.read_text(errors="replace")
     finally:
         task.stop()
     assert not task.alive()
@@ -227,8 +225,9 @@ def test_proxy_forwards_and_records() -> None:
         assert answer.status_code == 200 and answer.json() == {"path": "/products/?a=1", "forwarded": "127.0.0.1"}
         assert requests.get(f"{url}/boom/", timeout=5).status_code == 500
     finally:
-        proxy.shutdown()
-        upstream.shutdown()
+        for server in (proxy, upstream):
+            server.shutdown()
+            server.server_close()
     buckets = recorder.take(int(time.time()) + 2)
     codes: dict[str, int] = {}
     latencies = []
@@ -333,7 +332,7 @@ class Sandbox:
 
     def __init__(self, root: Path, scenario: str) -> None:
         self.root, self.scenario = root, scenario
-        self.ports = {name: free_port() for name in ("aws", "github", "alb")}
+        self.ports = dict(zip(("aws", "github", "alb"), free_ports(3), strict=True))
         self.aws_url = f"http://127.0.0.1:{self.ports['aws']}"
         self.github_url = f"http://127.0.0.1:{self.ports['github']}"
         self.alb_url = f"http://127.0.0.1:{self.ports['alb']}"
@@ -341,11 +340,11 @@ class Sandbox:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(self, name: str, *args: str) -> None:
-        log = (self.root / f"{name}.log").open("wb")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with (self.root / f"{name}.log").open("wb") as log:  # the child has its own descriptor
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     def log(self, name: str, lines: int = 30) -> str:
         return "\n".join((self.root / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
@@ -402,18 +401,23 @@ def _ok(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def sandbox_factory(tmp_path: Path) -> Iterator[Callable[[str], Sandbox]]:
-    started: list[Sandbox] = []
+@pytest.fixture(scope="module")
+def sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Sandbox]]:
+    """One whole sandbox per scenario for the module, started when a test first asks for it (a start is
+    ~10-20 s of the machine). The tests sharing one (the `healthy` pair) pass in either order."""
+    root = tmp_path_factory.mktemp("sandboxes")
+    started: dict[str, Sandbox] = {}
 
     def make(scenario: str) -> Sandbox:
-        box = Sandbox(tmp_path / scenario, scenario)
-        started.append(box)
-        box.up()
-        return box
+        if scenario not in started:
+            for other in started.values():  # one at a time: an idle sandbox still serves traffic and publishes
+                other.down()
+            started[scenario] = box = Sandbox(root / scenario, scenario)
+            box.up()
+        return started[scenario]
 
     yield make
-    for box in started:
+    for box in started.values():
         box.down()
         leftovers = subprocess.run(["pgrep", "-f", "runserver --noreload 127.0.0.1"], capture_output=True, text=True)
         for pid in leftovers.stdout.split():
@@ -422,6 +426,7 @@ def sandbox_factory(tmp_path: Path) -> Iterator[Callable[[str], Sandbox]]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("runtime-healthy")  # shares the module's healthy sandbox with the one-off test
 def test_tag_push_deploys_the_release(sandbox_factory: Callable[[str], Sandbox]) -> None:
     box = sandbox_factory("healthy")
     started = time.monotonic()
@@ -505,10 +510,12 @@ def test_twin_scenarios_are_visible_through_the_apis(seeded_twin: str) -> None:
 
 
 def alb_window(box: Sandbox, name: str, stat: str, start: datetime, end: datetime) -> list[float]:
-    """1-second datapoints of an ALB metric between `start` and `end`."""
+    """1-second datapoints of an ALB metric between `start` and `end` (none before the first is published)."""
     cloudwatch = aws(box.aws_url, "cloudwatch")
-    dims = next(m["Dimensions"] for m in cloudwatch.list_metrics(Namespace="AWS/ApplicationELB",
-                                                                  MetricName="RequestCount")["Metrics"])
+    dims = next((m["Dimensions"] for m in cloudwatch.list_metrics(Namespace="AWS/ApplicationELB",
+                                                                   MetricName="RequestCount")["Metrics"]), None)
+    if dims is None:
+        return []
     extended = stat.startswith("p")
     points = cloudwatch.get_metric_statistics(
         Namespace="AWS/ApplicationELB", MetricName=name, Dimensions=dims, StartTime=start, EndTime=end, Period=1,
@@ -517,20 +524,32 @@ def alb_window(box: Sandbox, name: str, stat: str, start: datetime, end: datetim
     return [p["ExtendedStatistics"][stat] if extended else p[stat] for p in points]
 
 
+WINDOW = 6  # seconds of 1-second datapoints compared before and after the release
+
+
+def measured_seconds(box: Sandbox, start: datetime, what: str) -> datetime:
+    """Wait (with a deadline, not a fixed sleep) until WINDOW seconds from `start` on have published target
+    response datapoints (requests the app served); returns the end of that window."""
+    def covered() -> datetime | None:
+        now = datetime.now(UTC)
+        if now - start < timedelta(seconds=WINDOW):  # cannot hold WINDOW seconds yet
+            return None
+        return now if len(alb_window(box, "TargetResponseTime", "SampleCount", start, now)) >= WINDOW else None
+    return wait_for(covered, 60, f"{WINDOW} s of {what} in the metrics")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["latency-regression", "error-spike"])
 def test_runtime_faults_show_in_the_metrics(scenario: str, sandbox_factory: Callable[[str], Sandbox]) -> None:
     box = sandbox_factory(scenario)
-    time.sleep(6)
-    before_end = datetime.now(UTC)
+    before_start = datetime.now(UTC)  # v0.9.0 serves
+    before_end = measured_seconds(box, before_start, "v0.9.0's traffic")
     box.push_release()
     run = wait_for(lambda: (r := box.run()) and r["status"] == "completed" and r, 240, "the workflow run")
     assert run["conclusion"] == "success", box.log("github")
     assert wait_for(lambda: box.version() == "v1.0.0", 10, "v1.0.0 behind the ALB")
     after_start = datetime.now(UTC)
-    time.sleep(8)
-    after_end = datetime.now(UTC)
-    before_start = before_end - timedelta(seconds=6)
+    after_end = measured_seconds(box, after_start, "v1.0.0's traffic")
     if scenario == "latency-regression":
         before = alb_window(box, "TargetResponseTime", "Average", before_start, before_end)
         after = alb_window(box, "TargetResponseTime", "Average", after_start, after_end)
@@ -542,8 +561,9 @@ def test_runtime_faults_show_in_the_metrics(scenario: str, sandbox_factory: Call
         after = alb_window(box, "HTTPCode_Target_5XX_Count", "Sum", after_start, after_end)
         assert sum(before) == 0
         assert sum(after) > 0
-        events = aws(box.aws_url, "logs").filter_log_events(logGroupName="/ecs/demo-web", filterPattern="KeyError")
-        assert events["events"], "the 500s' tracebacks reach CloudWatch Logs"
+        logs = aws(box.aws_url, "logs")
+        wait_for(lambda: logs.filter_log_events(logGroupName="/ecs/demo-web", filterPattern="KeyError")["events"],
+                 30, "the 500s' tracebacks in CloudWatch Logs")
 
 
 def run_one_off(box: Sandbox, *command: str) -> str:
@@ -579,12 +599,13 @@ def task_log(box: Sandbox, arn: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("runtime-healthy")  # shares the module's healthy sandbox with the tag-push test
 def test_one_off_tasks_really_run_on_the_service_database(sandbox_factory: Callable[[str], Sandbox]) -> None:
-    box = sandbox_factory("healthy")
+    box = sandbox_factory("healthy")  # v0.9.0, or v1.0.0 if the tag-push test ran first: both migrated it
     ok = run_one_off(box, "python", "manage.py", "showmigrations", "shop")
     task = stopped(box, ok)
     assert task["containers"][0]["exitCode"] == 0 and task["stopCode"] == "EssentialContainerExited", task
-    assert "[X] 0002_seed_products" in task_log(box, ok)  # the service's own database: v0.9.0 migrated it
+    assert "[X] 0002_seed_products" in task_log(box, ok)  # the service's own database, migrated by the service
 
     bad = stopped(box, run_one_off(box, "python", "manage.py", "migrate", "shop", "9999_nope", "--noinput"))
     assert bad["containers"][0]["exitCode"] == 1, bad

@@ -31,6 +31,10 @@ Say = Callable[[str], None]
 PROCESSES = ("aws", "github", "runtime")
 REGION = "ap-northeast-1"
 READY_TIMEOUT = float(os.environ.get("SHIPBOOK_SANDBOX_TIMEOUT", "90"))
+# The twin's processes started by *this* process, by pid: `down` reaps them once stopped. A long-lived caller
+# (a test session, a notebook kernel) would otherwise keep a zombie per process and drop a Popen handle
+# whose child still runs (a ResourceWarning). A short CLI run just exits and leaves them to init, as designed.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _quiet(_msg: str) -> None:
@@ -112,6 +116,7 @@ class Sandbox:
             proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=child_env(), cwd=self.root,
                                     start_new_session=True)
+        _STARTED[proc.pid] = proc
         (self.pids / f"{name}.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 5  # between fork and exec /proc shows an empty command line
         while time.monotonic() < deadline and proc.poll() is None and not self.alive(name):
@@ -219,6 +224,8 @@ class Sandbox:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
                 stopped.append(name)
+            if pid is not None:
+                _reap(pid)
             with contextlib.suppress(FileNotFoundError):
                 (self.pids / f"{name}.pid").unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -247,6 +254,14 @@ class Sandbox:
             for k, v in state.get("endpoints", {}).items():
                 lines.append(f"  {k:<11} {v}")
         return "\n".join(lines)
+
+
+def _reap(pid: int) -> None:
+    """Wait for a stopped child of this process (a no-op for processes another process started)."""
+    child = _STARTED.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=10)
 
 
 def _ok(url: str) -> bool:

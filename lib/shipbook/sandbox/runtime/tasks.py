@@ -173,8 +173,9 @@ class Task:
 
     def _read_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
-        with (self.workdir / "container.log").open("ab") as local:
-            for raw in self.process.stdout:
+        # the pipe is closed once the task's output ends (else its descriptor lives until garbage collection)
+        with self.process.stdout as output, (self.workdir / "container.log").open("ab") as local:
+            for raw in output:
                 local.write(raw)
                 local.flush()
                 self.on_line(self, raw.decode("utf-8", errors="replace").rstrip("\n"))
