@@ -55,10 +55,18 @@ def test_snapshot_identifiers_are_valid_for_rds(pattern, version, expected):
     assert VALID.match(name) and backup.identifier_problems(name) == []
 
 
-@pytest.mark.parametrize("text", ["v1.0.0", "--", "1", "a-", "a--b", "ÄÖÜ-ß", "x" * 400, "a b\tc", "-é-"])
-def test_sanitize_always_gives_a_valid_identifier_or_nothing(text):
+@pytest.mark.parametrize(("text", "expected"), [
+    ("v1.0.0", "v1-0-0"), ("--", ""), ("1", "snap-1"), ("a-", "a"), ("a--b", "a-b"), ("ÄÖÜ-ß", ""),
+    ("x" * 400, "x" * 255), ("a b\tc", "a-b-c"), ("-é-", ""), ("Pre Deploy__V2", "pre-deploy-v2"),
+    ("9" * 300, "snap-" + "9" * 250), ("a" + "-b" * 200, ("a" + "-b" * 127)),
+])
+def test_sanitize_always_gives_a_valid_identifier_or_nothing(text, expected):
     name = backup.sanitize(text)
-    assert name == "" or backup.identifier_problems(name) == []
+    assert name == expected
+    if name:
+        assert VALID.match(name) and backup.identifier_problems(name) == []
+    else:  # nothing only when the text holds no letter or digit RDS accepts
+        assert not re.search(r"[a-z0-9]", text.lower())
 
 
 @pytest.mark.parametrize(("name", "problem"), [

@@ -69,17 +69,32 @@ def test_checkout_has_the_commit_not_the_working_copy_and_disappears(tmp_path):
     assert len(_git(repo, "worktree", "list").splitlines()) == 1
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def test_run_kills_the_process_group_at_the_deadline(tmp_path):
-    marker = tmp_path / "child-alive"
+    marker, pid_file = tmp_path / "child-alive", tmp_path / "child.pid"
     (tmp_path / "child.py").write_text(f"import time\ntime.sleep(3)\nopen({str(marker)!r}, 'w').close()\n")
-    (tmp_path / "parent.py").write_text("import subprocess, sys, time\n"
-                                        "subprocess.Popen([sys.executable, 'child.py'])\ntime.sleep(30)\n")
+    (tmp_path / "parent.py").write_text("import pathlib, subprocess, sys, time\n"
+                                        "child = subprocess.Popen([sys.executable, 'child.py'])\n"
+                                        f"pathlib.Path({str(pid_file)!r}).write_text(str(child.pid))\n"
+                                        "time.sleep(30)\n")
     t0 = time.monotonic()
-    with pytest.raises(InfraError, match="did not finish within 1s"):
-        worktree.run([sys.executable, "parent.py"], cwd=tmp_path, timeout=1)
+    with pytest.raises(InfraError, match="did not finish within 2s"):
+        worktree.run([sys.executable, "parent.py"], cwd=tmp_path, timeout=2)
     assert time.monotonic() - t0 < 10
-    time.sleep(3.5)
-    assert not marker.exists()  # the grandchild died with the group
+    assert pid_file.exists(), "the parent did not start its child before the deadline"
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 2  # killed, it is gone at once; a survivor would write its marker at ~3 s
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(grandchild), "the grandchild outlived the group kill"
+    assert not marker.exists()  # the grandchild died with the group, before its own end
 
 
 def test_run_reports_progress_while_it_waits_and_keeps_all_output(tmp_path):
