@@ -14,10 +14,11 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from shipbook import clock
 from shipbook.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
+    now = now or clock.utcnow()
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
@@ -82,7 +81,7 @@ class Ledger:
     def append(self, run_id: str, record_sha: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         entry = json.dumps({"run_id": run_id, "record_sha256": record_sha, "prev": self.head(),
-                            "at": now_iso()}, sort_keys=True)
+                            "at": clock.now_iso()}, sort_keys=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(entry + "\n")
             fh.flush()
@@ -135,7 +134,7 @@ class RunRecord:
             "schema": SCHEMA, "run_id": run_id, "env": env, "version": version,
             "previous_version": previous_version, "commit": commit, "shipbook_version": shipbook_version,
             "operator": operator, "parameters": parameters, "status": "running",
-            "started": now_iso(), "finished": None,
+            "started": clock.now_iso(), "finished": None,
             "phases": [{"name": n, "notebook": nb, "status": "pending", "verdict": None, "started": None,
                         "finished": None, "files": {}, "error": None, "checks": [], "blocking": []}
                        for n, nb in phases],

@@ -35,6 +35,26 @@ def parse_time(value: str | datetime | None, default: datetime | None = None, na
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
+def parse_optional(value: str | None, name: str = "time") -> datetime | None:
+    """Like `parse_time`, but '' (or None) is None: a fact that was not recorded, not "now"."""
+    return parse_time(value, name=name) if value else None
+
+
+def try_parse(value: object) -> datetime | None:
+    """A recorded time for display: None when it is missing or not ISO text (an old or foreign record)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value)
+    except InputError:
+        return None
+
+
+def now_iso() -> str:
+    """Now, as records keep it."""
+    return iso(utcnow())
+
+
 def iso(t: datetime | None) -> str:
     """A time as records keep it: ISO 8601 in UTC to the second ('' for none)."""
     return t.astimezone(UTC).isoformat(timespec="seconds") if t is not None else ""

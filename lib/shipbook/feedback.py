@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import pandas as pd
 
 from shipbook import (
     audit,
+    clock,
     config,
     gitinfo,
     i18n,
@@ -132,7 +133,7 @@ def _redactor(env: str | Environment) -> Redactor:
 
 
 def _now(now: datetime | None) -> str:
-    return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+    return clock.iso(now or clock.utcnow())
 
 
 def _clean_text(text: str) -> str:

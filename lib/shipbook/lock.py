@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shipbook import aws
+from shipbook import aws, clock
 from shipbook.config import Environment
 from shipbook.errors import AwsError, LockHeldError
 
@@ -27,14 +27,12 @@ class Lock:
     expires: datetime
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ReleaseLock:
     """Acquire/release the environment's lock. `client` and `now` are injectable for tests."""
 
-    def __init__(self, env: Environment, client: Any | None = None, now: Callable[[], datetime] = _now) -> None:
+    def __init__(self, env: Environment, client: Any | None = None, now: Callable[[], datetime] = clock.utcnow) -> None:
         self.env = env
         self.table = env.lock.table
         self.client = client or aws.client(env, "dynamodb")

@@ -24,7 +24,7 @@ import papermill
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from shipbook import __version__, audit, engine, places, render, runs_index
+from shipbook import __version__, audit, clock, engine, places, render, runs_index
 from shipbook import result as phase_result
 from shipbook.config import Environment
 from shipbook.errors import GateError, InputError, PhaseError, PhaseInfraError, ShipbookError
@@ -150,7 +150,7 @@ class Runner:
         entry = rec.phase(phase)
         notebook = self.notebook_dir / entry["notebook"]
         stem = Path(entry["notebook"]).stem
-        entry.update(status="running", started=audit.now_iso(), finished=None, error=None, verdict=None)
+        entry.update(status="running", started=clock.now_iso(), finished=None, error=None, verdict=None)
         rec.save(self.redactor)
         self.progress.phase_start(phase, entry["notebook"])
         t0 = time.monotonic()
@@ -233,7 +233,7 @@ class Runner:
         if status == "failed":
             cell_name = cell_name or "?"
             entry["cell"] = cell_name
-        entry.update(status=status, verdict=verdict, finished=audit.now_iso(), files=files,
+        entry.update(status=status, verdict=verdict, finished=clock.now_iso(), files=files,
                      error=error if status == "failed" else None, blocking=blocking,
                      checks=[{"id": c.get("id"), "verdict": c.get("verdict"), "summary": c.get("summary", "")}
                              for c in (res.checks if res else [])])
@@ -281,7 +281,7 @@ class Runner:
             rec.data["status"] = "failed"
             for p in rec.data["phases"]:
                 if p["status"] == "running":
-                    p.update(status="failed", finished=audit.now_iso(), error="interrupted")
+                    p.update(status="failed", finished=clock.now_iso(), error="interrupted")
             self._close(rec)
             raise
         if failure is None:
@@ -340,7 +340,7 @@ class Runner:
                          f"or roll back with `{rollback_cmd}`")
 
     def _close(self, rec: audit.RunRecord) -> None:
-        rec.data["finished"] = audit.now_iso()
+        rec.data["finished"] = clock.now_iso()
         rec.save(self.redactor)
         rec.seal(self.runs_root)
         runs_index.write_index(self.runs_root, self.redactor)

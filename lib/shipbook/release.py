@@ -13,6 +13,7 @@ from pathlib import Path
 from shipbook import (
     audit,
     aws,
+    clock,
     gitinfo,
     lock,
     mirror,
@@ -145,6 +146,6 @@ def _mirror(env: Environment, runs_root: Path, rec: audit.RunRecord, redactor: R
         reason = " ".join(str(exc).split())
         log.warning("mirror to %s failed, the run is kept locally only: %s", env.runner.runs_url, reason)
         rec.data["mirror"] = {"url": env.runner.runs_url, "status": "failed", "error": reason,
-                              "at": audit.now_iso()}
+                              "at": clock.now_iso()}
         rec.save(redactor)
         rec.seal(runs_root)  # the record changed after its seal: seal it again, so `shipbook audit` verifies

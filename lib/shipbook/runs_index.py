@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import jinja2
 
+from shipbook import clock
 from shipbook.redact import Redactor, atomic_write_text
 from shipbook.render import FONT_STACK
 
@@ -70,14 +71,6 @@ class _Run:
     started: datetime | None
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _load_runs(runs_root: Path, incidents: bool = False) -> list[_Run]:
@@ -94,7 +87,7 @@ def _load_runs(runs_root: Path, incidents: bool = False) -> list[_Run]:
         if not isinstance(record, dict) or not isinstance(record.get("phases", []), list):
             log.warning("index: skipping run record %s: not a run.json object", path)
             continue
-        runs.append(_Run(path.parent, record, _parse_time(record.get("started"))))
+        runs.append(_Run(path.parent, record, clock.try_parse(record.get("started"))))
     oldest = datetime.min.replace(tzinfo=UTC)
     runs.sort(key=lambda r: (r.started or oldest, str(r.record.get("run_id", r.dir.name))), reverse=True)
     return runs
@@ -152,7 +145,7 @@ def _row(runs_root: Path, run: _Run) -> dict[str, Any]:
             "version": _text(rec.get("version") or run.dir.parent.name),
             "run_id": _text(rec.get("run_id") or run.dir.name), "status": _status(rec.get("status")),
             "started": _fmt_time(run.started, rec.get("started")),
-            "duration": _fmt_duration(run.started, _parse_time(rec.get("finished"))),
+            "duration": _fmt_duration(run.started, clock.try_parse(rec.get("finished"))),
             "operator": _text(who), "arn": _text(arn),
             "phases": [_phase(runs_root, run.dir, p) for p in rec.get("phases", []) if isinstance(p, dict)]}
 

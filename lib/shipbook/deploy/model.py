@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 PHASE = "deploy"
 
@@ -21,12 +21,8 @@ CHECK_IDS = (VERSION, NOTES, TAG, WORKFLOW, CLOUDFORMATION, ECS, HEALTH)
 RUN_TRAILER = "Shipbook-Run:"
 
 
-def utcnow() -> datetime:
-    return datetime.now(tz=UTC)
 
 
-def iso(t: datetime | None) -> str:
-    return t.astimezone(UTC).isoformat(timespec="seconds") if t else ""
 
 
 @dataclass

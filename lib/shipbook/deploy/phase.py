@@ -18,13 +18,13 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shipbook import aws, result
+from shipbook import aws, clock, result
 from shipbook.config import Environment
 from shipbook.deploy import ecs as ecs_mod
 from shipbook.deploy import stack as stack_mod
 from shipbook.deploy import version as version_mod
 from shipbook.deploy.health import SAMPLE_COLUMNS, HealthStage, Probe, http_probe
-from shipbook.deploy.model import CHECK_IDS, CLOUDFORMATION, ECS, HEALTH, PHASE, WORKFLOW, iso, utcnow
+from shipbook.deploy.model import CHECK_IDS, CLOUDFORMATION, ECS, HEALTH, PHASE, WORKFLOW
 from shipbook.deploy.plan import Plan, TagResult, apply_tag
 from shipbook.deploy.poll import Clock, Reporter, Sleep, Stage, WatchSettings, monitor
 from shipbook.deploy.timeline import Timeline, chart
@@ -90,13 +90,13 @@ class Deployment:
 
     def table(self) -> pd.DataFrame:
         df = self.tag.table()
-        extra = [("deploy started", iso(self.started) or "—"),
+        extra = [("deploy started", clock.iso(self.started) or "—"),
                  ("previous task definition", ecs_mod.short_td(self.ecs_base.task_definition)
                   if self.ecs_base else "—")]
         return pd.concat([df, pd.DataFrame(extra, columns=["item", "value"])], ignore_index=True)
 
 
-def start(env: Environment, plan: Plan, *, deploy_started: str = "", now: Clock = utcnow,
+def start(env: Environment, plan: Plan, *, deploy_started: str = "", now: Clock = clock.utcnow,
           clients: Clients | None = None, github: GitHub | None = None, report: Reporter = say) -> Deployment:
     """Record the service's state, then tag and push (the push starts the deploy). Dry run: nothing."""
     if plan.dry_run or plan.blocked:
@@ -114,7 +114,7 @@ def start(env: Environment, plan: Plan, *, deploy_started: str = "", now: Clock 
     stack_event = stack_mod.newest_event_id(clients.cloudformation, env.stack.name, aws.call) \
         if env.stack.name and since is None else ""
     started = since or now()
-    report(f"{iso(started)} pushing {plan.tag} ({plan.commit[:12]}) to {plan.remote}: the deploy starts now")
+    report(f"{clock.iso(started)} pushing {plan.tag} ({plan.commit[:12]}) to {plan.remote}: the deploy starts now")
     tag = apply_tag(plan, github)
     for line in tag.problems + tag.warnings:
         report(line)
@@ -147,7 +147,8 @@ class Outcome:
         dep = self.deployment
         facts = {"release_commit": dep.plan.commit}
         if dep.active:
-            facts.update(release_tag=dep.plan.tag, deploy_started=iso(dep.started), deploy_finished=iso(self.finished))
+            facts.update(release_tag=dep.plan.tag, deploy_started=clock.iso(dep.started),
+                         deploy_finished=clock.iso(self.finished))
             ecs_stage = self.stages.get(ECS)
             if isinstance(ecs_stage, ecs_mod.EcsStage):
                 facts.update(task_definition=ecs_stage.task_definition,
@@ -219,7 +220,8 @@ def build_stages(dep: Deployment, timeline: Timeline, settings: WatchSettings,
     ]
 
 
-def watch(dep: Deployment, *, settings: WatchSettings | None = None, now: Clock = utcnow, sleep: Sleep = time.sleep,
+def watch(dep: Deployment, *, settings: WatchSettings | None = None, now: Clock = clock.utcnow,
+          sleep: Sleep = time.sleep,
           report: Reporter = say, rng: random.Random | None = None,
           probe: Callable[[str], Probe] = http_probe) -> Outcome:
     """Watch workflow, stack, rollout and health together until each is terminal or past its deadline."""

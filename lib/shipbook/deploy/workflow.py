@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from shipbook import clock
 from shipbook.deploy.model import WORKFLOW
 from shipbook.deploy.poll import Stage
 from shipbook.deploy.timeline import Timeline
@@ -20,17 +21,10 @@ from shipbook.github import GitHub
 JOB_COLUMNS = ["job", "step", "status", "conclusion", "started", "completed", "seconds", "url"]
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def duration(item: Mapping[str, Any]) -> float | None:
-    start, end = parse_time(item.get("started_at")), parse_time(item.get("completed_at"))
+    start, end = clock.try_parse(item.get("started_at")), clock.try_parse(item.get("completed_at"))
     return (end - start).total_seconds() if start and end else None
 
 
@@ -102,7 +96,7 @@ class WorkflowStage(Stage):
                                 f"{self.appear_timeout:.0f}s of the push: is the workflow triggered by tags?", t)
                 return False
             self.run = run
-            self.event(parse_time(run.get("created_at")) or t, f"run #{run.get('run_number', run.get('id'))}",
+            self.event(clock.try_parse(run.get("created_at")) or t, f"run #{run.get('run_number', run.get('id'))}",
                        "FOUND", f"{run.get('name', '')} for {self.tag}", run.get("html_url", ""))
         else:
             self.run = gh.run(int(self.run["id"]))
@@ -133,10 +127,10 @@ class WorkflowStage(Stage):
         if status == "completed":
             took = duration(item)
             detail = f"{conclusion}" + (f" in {took:.0f}s" if took is not None else "")
-            when = parse_time(item.get("completed_at")) or t
+            when = clock.try_parse(item.get("completed_at")) or t
             self.event(when, key, "COMPLETED", detail, url if conclusion not in ("success", "skipped") else "")
         elif status == "in_progress":
-            self.event(parse_time(item.get("started_at")) or t, key, "IN_PROGRESS")
+            self.event(clock.try_parse(item.get("started_at")) or t, key, "IN_PROGRESS")
         else:
             self.event(t, key, str(status).upper())
         return True
@@ -144,7 +138,8 @@ class WorkflowStage(Stage):
     def _conclude(self, t: datetime) -> None:
         run = self.run or {}
         label = f"run #{run.get('run_number', run.get('id'))} ({run.get('name', 'workflow')})"
-        begin, end = parse_time(run.get("run_started_at") or run.get("created_at")), parse_time(run.get("updated_at"))
+        begin = clock.try_parse(run.get("run_started_at") or run.get("created_at"))
+        end = clock.try_parse(run.get("updated_at"))
         took = (end - begin).total_seconds() if begin and end else None
         if run.get("conclusion") == "success":
             jobs = ", ".join(f"{j.get('name')} {duration(j) or 0:.0f}s" for j in self.jobs)

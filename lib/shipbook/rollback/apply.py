@@ -23,13 +23,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-from shipbook import aws, gitinfo
+from shipbook import aws, clock, gitinfo
 from shipbook.config import Environment, RollbackSection
 from shipbook.deploy.model import NOTES, VERSION
 from shipbook.deploy.notes import ReleaseNotes
@@ -51,8 +51,6 @@ say: Reporter = functools.partial(print, flush=True)
 RESTORED_FROM = "shipbook:restored-from"
 
 
-def utcnow() -> datetime:
-    return datetime.now(tz=UTC)
 
 
 def brief(exc: Exception, limit: int = 200) -> str:
@@ -142,7 +140,7 @@ def _task_log_tail(env: Environment, td: str, arn: str, ecs: Any, logs: Any | No
 
 
 def reverse_migrations(env: Environment, plan: Plan, *, ecs: Any, logs: Any | None, settings: RollbackSection,
-                       now: Clock = utcnow, sleep: Sleep = time.sleep, report: Reporter = say,
+                       now: Clock = clock.utcnow, sleep: Sleep = time.sleep, report: Reporter = say,
                        task_definition: str = "") -> StepResult:
     """Each reverse `migrate`, in order, stopping at the first that fails, in one-off tasks of `task_definition`
     (the broken release's: the previous image does not have the migrations it must reverse)."""
@@ -202,7 +200,7 @@ def wait_instance(rds: Any, ident: str, *, timeout: float, poll: float, now: Clo
 
 
 def restore_and_swap(env: Environment, plan: Plan, *, rds: Any, secrets: Any | None, settings: RollbackSection,
-                     run_id: str = "", now: Clock = utcnow, sleep: Sleep = time.sleep, report: Reporter = say
+                     run_id: str = "", now: Clock = clock.utcnow, sleep: Sleep = time.sleep, report: Reporter = say
                      ) -> StepResult:
     """Restore the snapshot into a new instance, wait, swap it in; the data-loss window recorded."""
     d = plan.db

@@ -20,12 +20,11 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shipbook import aws, gitinfo, result
+from shipbook import aws, clock, gitinfo, result
 from shipbook.config import Environment, RollbackSection
 from shipbook.deploy import phase as deploy_phase
 from shipbook.deploy.health import http_probe, join, same_version, served_version
 from shipbook.deploy.model import CHECK_IDS as DEPLOY_CHECK_IDS
-from shipbook.deploy.model import iso
 from shipbook.errors import InputError, ShipbookError
 from shipbook.github import GitHub
 from shipbook.result import Check
@@ -84,7 +83,7 @@ class Rollback:
                  confirm_db_restore: bool = False, db_action: str = "", dry_run: bool = True, run_id: str = "",
                  deploy_started: str = "", deploy_finished: str = "", rollback_reasons: Any = None,
                  tag_override: str = "",
-                 settings: RollbackSection | None = None, now: Callable[[], datetime] = apply_mod.utcnow,
+                 settings: RollbackSection | None = None, now: Callable[[], datetime] = clock.utcnow,
                  sleep: Callable[[float], None] = time.sleep, report: Reporter = say) -> None:
         self.env = env
         self.version = version
@@ -99,8 +98,8 @@ class Rollback:
         self.tag_override = tag_override
         self.settings = settings or env.rollback
         self.now, self.sleep, self.report = now, sleep, report
-        self._deploy_started = verify_phase.parse_time(deploy_started)
-        self._deploy_finished = verify_phase.parse_time(deploy_finished)
+        self._deploy_started = clock.parse_optional(deploy_started, "deploy_started")
+        self._deploy_finished = clock.parse_optional(deploy_finished, "deploy_finished")
         self.applied_at: datetime | None = None  # the first change this rollback made
         self.measured: window_mod.RollbackWindow | None = None
         self.plan: Plan | None = None
@@ -119,7 +118,7 @@ class Rollback:
             tagged = gitinfo.git(self.env.app.repo, "for-each-ref", "--format=%(taggerdate:iso-strict)",
                                  f"refs/tags/{self.version}", check=False) if gitinfo.is_repo(self.env.app.repo) else ""
             if tagged:
-                self._deploy_started = verify_phase.parse_time(tagged.splitlines()[0])
+                self._deploy_started = clock.parse_optional(tagged.splitlines()[0], "tag date")
         if self._deploy_started is None:
             try:
                 self._deploy_started, _ = verify_phase.ecs_deploy_times(self.env)
@@ -310,8 +309,8 @@ class Rollback:
         finished = o.finished if o else None
         baseline_end = self.broken_deploy_started()
         self.verification = verify_phase.Verification(
-            self.env, p.tag, deploy_started=iso(started), deploy_finished=iso(finished),
-            expect_commit=p.previous_commit, baseline_end=iso(baseline_end), phase=PHASE,
+            self.env, p.tag, deploy_started=clock.iso(started), deploy_finished=clock.iso(finished),
+            expect_commit=p.previous_commit, baseline_end=clock.iso(baseline_end), phase=PHASE,
             dry_run=bool(self.dry_run or self.stopped or not (started and finished)), now=self.now, sleep=self.sleep,
             report=self.report, **kw)
         if self.stopped and not self.dry_run:
@@ -404,15 +403,16 @@ class Rollback:
         if p.db.snapshot:
             out["rollback_snapshot"] = p.db.snapshot.id
         if self.outcome is not None and self.outcome.deployment.active:
-            out.update(rollback_started=iso(self.outcome.deployment.started),
-                       rollback_finished=iso(self.outcome.finished))
+            out.update(rollback_started=clock.iso(self.outcome.deployment.started),
+                       rollback_finished=clock.iso(self.outcome.finished))
         out.update(rollback_order=p.db.order, rollback_error_window=p.db.error_window)
         if self.db_result is not None and self.db_result.started:
-            out.update(rollback_database_started=iso(self.db_result.started),
-                       rollback_database_finished=iso(self.db_result.finished))
+            out.update(rollback_database_started=clock.iso(self.db_result.started),
+                       rollback_database_finished=clock.iso(self.db_result.finished))
         v = self.verification
         if v is not None and v.windows is not None:
-            out["rollback_baseline"] = {"start": iso(v.windows.baseline.start), "end": iso(v.windows.baseline.end)}
+            base = v.windows.baseline
+            out["rollback_baseline"] = {"start": clock.iso(base.start), "end": clock.iso(base.end)}
         if self.measured is not None:
             out.update(self.measured.facts())
         if p.db.action == db_mod.RESTORE and p.db.data_loss_window is not None:

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shipbook import aws, result
+from shipbook import aws, clock, result
 from shipbook.checks import Board, ChecklistRow, CheckResult, CheckView
 from shipbook.config import Environment
 from shipbook.errors import InputError, ShipbookError
@@ -55,18 +55,8 @@ SECTION_3: tuple[ChecklistRow, ...] = (
 CHECK_IDS = tuple(r.id for r in SECTION_3)
 
 
-def utcnow() -> datetime:
-    return datetime.now(tz=UTC)
 
 
-def parse_time(value: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError("deploy time", f"{value!r} is not an ISO-8601 time: {exc}") from exc
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def ecs_deploy_times(env: Environment, ecs: Any = None) -> tuple[datetime, datetime]:
@@ -139,7 +129,7 @@ class Verification:
 
     def __init__(self, env: Environment, version: str, *, deploy_started: str = "", deploy_finished: str = "",
                  security_issue: str = "", expect_commit: str = "", baseline_end: str = "",
-                 settings: settings_mod.VerifySettings | None = None, now: Clock = utcnow,
+                 settings: settings_mod.VerifySettings | None = None, now: Clock = clock.utcnow,
                  sleep: Sleep = time.sleep, report: Reporter = say, phase: str = PHASE, dry_run: bool = False) -> None:
         self.env = env
         self.version = version
@@ -149,8 +139,9 @@ class Verification:
         self.now, self.sleep, self.report = now, sleep, report
         self.phase = phase
         self.board = Board(phase=phase, automated=CHECK_IDS, rows=SECTION_3)
-        self._started, self._finished = parse_time(deploy_started), parse_time(deploy_finished)
-        self._baseline_end = parse_time(baseline_end)
+        self._started = clock.parse_optional(deploy_started, "deploy_started")
+        self._finished = clock.parse_optional(deploy_finished, "deploy_finished")
+        self._baseline_end = clock.parse_optional(baseline_end, "baseline_end")
         self.windows: Windows | None = None
         self.metrics: Metrics | None = None
         self.judgement: judge_mod.Judgement | None = None
