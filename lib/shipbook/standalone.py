@@ -52,7 +52,7 @@ def run_standalone(env: Environment, kind: str, incident_id: str, params: dict[s
         rec = audit.RunRecord(run_dir, {
             "schema": audit.SCHEMA, "kind": "incident", "run_id": incident_id, "env": env.name, "version": version,
             "previous_version": "", "commit": "", "shipbook_version": _shipbook_version(), "operator": operator,
-            "parameters": {"dry_run": True, **params}, "status": "running", "started": audit.now_iso(),
+            "parameters": {"dry_run": True, **params}, "status": "running", "started": clock.now_iso(),
             "finished": None, "phases": [], "facts": {}, "previous_record_sha256": ledger.head()})
     phase, notebook = kind, STANDALONE[kind]
     if variant:
@@ -70,7 +70,7 @@ def run_standalone(env: Environment, kind: str, incident_id: str, params: dict[s
         runner = Runner(env, redactor, runs_root, Path(tmp) if variant else notebook_dir, progress)
         rec.data.update(status="running", finished=None)
         outcome = runner.run_phase(rec, phase)
-    rec.data.update(status="open" if outcome.status == "succeeded" else "failed", finished=audit.now_iso())
+    rec.data.update(status="open" if outcome.status == "succeeded" else "failed", finished=clock.now_iso())
     rec.save(redactor)
     ledger.append(rec.run_id, audit.sha256_file(rec.path))
     runs_index.write_index(runs_root, redactor)
