@@ -35,7 +35,7 @@ import pandas as pd
 from scipy import stats
 from shipbook.sandbox.runtime.traffic import MIX
 from shipbook.verify import judge as judge_mod
-from shipbook.verify.settings import SANDBOX
+from shipbook.verify.settings import SANDBOX, metric_specs
 
 RPS = 15.0
 # Per-request latency model (seconds), fitted to the twin's 1-second percentiles with Nelder-Mead:
@@ -134,7 +134,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     settings = SANDBOX
-    specs = settings.metric_specs()
+    specs = metric_specs(settings)
     alpha = settings.alpha
     bw, cw = settings.baseline_seconds // settings.period, settings.canary_seconds // settings.period
     t0 = time.perf_counter()

@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from shipbook.config import VerifySection
 from shipbook.errors import InputError
 from shipbook.verify import judge as J
-from shipbook.verify.settings import SANDBOX, VerifySettings
+from shipbook.verify.settings import SANDBOX, check, metric_specs
 
-SPECS = SANDBOX.metric_specs()
+SPECS = metric_specs(SANDBOX)
 ALPHA = SANDBOX.alpha
 
 
@@ -174,7 +175,7 @@ def test_settings_that_could_never_fail_a_regression_are_refused():
     with pytest.raises(InputError, match="min_points"):
         J.check_specs([J.MetricSpec("latency_p50", "p50", min_points=3)], 0.01)
     with pytest.raises(InputError, match="min_points"):
-        VerifySettings(min_points=2)
+        check(VerifySection(min_points=2))
     assert J.min_p_value(10, 10) < 1e-5
 
 

@@ -252,11 +252,10 @@ def test_a_handful_of_errors_in_a_quiet_second_is_not_a_headline():
 
 def test_a_rollback_is_verified_against_the_window_before_the_broken_deploy():
     from shipbook.verify import phase as verify_phase
-    from shipbook.verify.settings import VerifySettings
 
     broken = datetime(2026, 12, 1, 14, 59, 0, tzinfo=UTC)  # the broken release's deploy
     started, finished = broken + timedelta(minutes=3), broken + timedelta(minutes=4)  # the rollback's deploy
-    s = VerifySettings(baseline_seconds=120, canary_seconds=120, period=1, settle_seconds=15)
+    s = config.VerifySection(baseline_seconds=120, canary_seconds=120, period=1, settle_seconds=15)
     w = verify_phase.make_windows(s, started, finished, "rollback", baseline_end=broken)
     assert w.baseline.end == broken and w.baseline.start == broken - timedelta(seconds=120)
     assert w.logs_before.end == broken  # error signatures are new against the healthy release, not the broken one

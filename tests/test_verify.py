@@ -13,10 +13,11 @@ import pytest
 from botocore.stub import ANY, Stubber
 from shipbook import config, result
 from shipbook.checks import CheckResult
+from shipbook.config import SmokeTestSection as SmokeTest
 from shipbook.errors import InputError
 from shipbook.verify import decision, logs, metrics, monitoring, phase, reach
 from shipbook.verify import judge as J
-from shipbook.verify.settings import SANDBOX, SmokeTest, VerifySettings, from_env
+from shipbook.verify.settings import SANDBOX, check, metric_specs, smoke_tests
 from support import aws_client
 
 T0 = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
@@ -36,22 +37,17 @@ def client(service: str):
 # --------------------------------------------------------------------------- settings and windows
 
 
-def test_settings_sandbox_file_production_defaults_and_config_by_field_name():
-    sandbox = from_env(config.load("sandbox", resolve=False))
+def test_settings_sandbox_file_production_defaults_and_the_default_smoke_tests():
+    sandbox = config.load("sandbox", resolve=False).verify
     assert (sandbox.baseline_seconds, sandbox.canary_seconds, sandbox.period) == (120, 120, 1)
-    assert [t.path for t in sandbox.smoke] == ["/health/", "/version/", "/products/", "/products/1/"]
-    assert from_env(config.Environment(name="p", kind="aws")).canary_seconds == 1800
-
-    import dataclasses
-
-    Verify = dataclasses.make_dataclass("Verify", [("canary_seconds", int), ("smoke", tuple)])
-    Smoke = dataclasses.make_dataclass("Smoke", [("path", str), ("status", int)])
-    fake = config.Environment(name="p", kind="aws")
-    object.__setattr__(fake, "verify", Verify(300, (Smoke("/products/", 200),)))
-    s = from_env(fake)
-    assert s.canary_seconds == 300 and s.smoke == (SmokeTest("/products/", status=200),)
-    object.__setattr__(fake, "verify", Verify(300, ()))
-    assert from_env(fake).smoke == VerifySettings().smoke  # no smoke list: health and version are still tested
+    assert [t.path for t in smoke_tests(sandbox)] == ["/health/", "/version/", "/products/", "/products/1/"]
+    assert config.Environment(name="p", kind="aws").verify.canary_seconds == 1800
+    # no smoke list: the health and version endpoints are still tested
+    assert [t.name for t in smoke_tests(config.VerifySection())] == ["health endpoint", "version endpoint"]
+    one = config.VerifySection(smoke=(SmokeTest("/products/", status=200),))
+    assert smoke_tests(one) == (SmokeTest("/products/", status=200),)
+    with pytest.raises(InputError, match="verify.period"):
+        check(config.VerifySection(period=0))
 
 
 def test_windows_baseline_before_the_start_canary_after_the_finish_and_settle():
@@ -164,12 +160,12 @@ def test_tls_days_left_are_checked_for_https():
 
 
 def test_smoke_tests_check_status_and_text_each_with_timing():
-    settings = VerifySettings(smoke=(SmokeTest("/health/", text="ok"), SmokeTest("/version/", text="{version}"),
+    settings = config.VerifySection(smoke=(SmokeTest("/health/", text="ok"), SmokeTest("/version/", text="{version}"),
                                      SmokeTest("/products/", status=200)))
     res = reach.smoke(env(), "v1.0.0", settings, http_get=fake_http(OK_ROUTES))
     assert res.verdict == "fail" and "1 of 3 smoke tests failed" in res.summary and "/products/" in res.summary
     assert [r["ok"] for r in res.details] == [True, True, False] and all("ms" in r for r in res.details)
-    good = reach.smoke(env(), "v1.0.0", VerifySettings(smoke=settings.smoke[:2]), http_get=fake_http(OK_ROUTES))
+    good = reach.smoke(env(), "v1.0.0", config.VerifySection(smoke=settings.smoke[:2]), http_get=fake_http(OK_ROUTES))
     assert good.verdict == "pass"
 
 
@@ -257,7 +253,7 @@ def test_a_failed_query_is_an_error_not_zeros_and_a_failed_call_errors_every_met
         stub.add_client_error("get_metric_data", "Throttling", "Rate exceeded")
         data = metrics.fetch_window(cw, w, DIMS, 1)
     assert data.calls == 1 and set(data.errors) == {q.id for q in metrics.QUERIES}
-    res = J.judge(data.frame, data.frame, SANDBOX.metric_specs(), 0.01, data.errors)
+    res = J.judge(data.frame, data.frame, metric_specs(SANDBOX), 0.01, data.errors)
     assert res.verdict == J.INCONCLUSIVE
 
 
@@ -276,7 +272,7 @@ def test_the_chart_marks_the_deploy_and_shades_the_baseline_range():
     m = metrics.Metrics(metrics.WindowData(metrics.Window("baseline", idx_b[0], T0), pd.DataFrame(frame, idx_b)),
                         metrics.WindowData(metrics.Window("canary", idx_c[0], idx_c[-1]), pd.DataFrame(frame, idx_c)),
                         1)
-    j = J.judge(m.baseline.frame, m.canary.frame, SANDBOX.metric_specs(), 0.01)
+    j = J.judge(m.baseline.frame, m.canary.frame, metric_specs(SANDBOX), 0.01)
     fig = phase.charts.chart(m, j, T0, T0 + timedelta(seconds=25))
     ax = fig.axes[0]
     assert any(abs(line.get_xdata()[0]) < 1e-9 for line in ax.lines if len(line.get_xdata()) == 2)  # start marker
@@ -353,7 +349,7 @@ def judged(verdict: str) -> J.Judgement:
     can = base.copy()
     if verdict == J.FAIL:
         can["latency_p95"] *= 20
-    specs = [s for s in SANDBOX.metric_specs() if s.id in ("latency_p95", "error_rate", "requests")]
+    specs = [s for s in metric_specs(SANDBOX) if s.id in ("latency_p95", "error_rate", "requests")]
     if verdict == J.INCONCLUSIVE:
         can = can.head(3)
     res = J.judge(base, can, specs, 0.01)

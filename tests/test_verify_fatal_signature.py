@@ -15,15 +15,16 @@ import pytest
 from botocore.stub import Stubber
 from shipbook import config
 from shipbook.checks import CheckResult
+from shipbook.config import VerifySection
 from shipbook.errors import ConfigError
 from shipbook.verify import decision, logs, metrics, phase, reach
 from shipbook.verify import judge as J
-from shipbook.verify.settings import SANDBOX, VerifySettings, from_env
+from shipbook.verify.settings import SANDBOX, fatal_rule
 
 T0 = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 KEYERROR = "Internal Server Error: /products/<n>/ — KeyError: '<s>'"
 PROD = decision.FatalRule()  # production defaults: ≥10/min in every 60 s bucket for ≥300 s
-SBX = SANDBOX.fatal_rule  # the sandbox's: ≥10/min in every 15 s bucket for ≥60 s
+SBX = fatal_rule(SANDBOX)  # the sandbox's: ≥10/min in every 15 s bucket for ≥60 s
 
 
 def spread(signature: str, per_minute: float, start: datetime, seconds: float) -> list[tuple[datetime, str]]:
@@ -237,10 +238,10 @@ def test_a_sandbox_burst_only_warns():
 
 
 def test_sandbox_and_production_values_and_the_settings_mirror_the_sandbox_file():
-    sandbox = from_env(config.load("sandbox", resolve=False))
-    assert sandbox.fatal_rule == SBX == decision.FatalRule(10.0, 60, 15)
-    assert VerifySettings().fatal_rule == PROD == decision.FatalRule(10.0, 300, 60)
-    assert from_env(config.Environment(name="p", kind="aws")).fatal_rule == PROD
+    sandbox = config.load("sandbox", resolve=False).verify
+    assert fatal_rule(sandbox) == SBX == decision.FatalRule(10.0, 60, 15)
+    assert fatal_rule(VerifySection()) == PROD == decision.FatalRule(10.0, 300, 60)
+    assert fatal_rule(config.Environment(name="p", kind="aws").verify) == PROD
     window = sandbox.settle_seconds + sandbox.canary_seconds
     assert sandbox.fatal_signature_seconds <= window  # the rule can trip within what the sandbox reads
 
@@ -276,10 +277,10 @@ def test_good_fatal_signature_keys_load():
 
 def test_a_run_longer_than_the_logs_read_is_shortened_to_them():
     """A short test or twin window keeps the default 300 s: the rule then asks for the whole window."""
-    short = VerifySettings(baseline_seconds=10, canary_seconds=8, period=1, settle_seconds=2,
+    short = VerifySection(baseline_seconds=10, canary_seconds=8, period=1, settle_seconds=2,
                            fatal_signature_bucket_seconds=5)
-    assert short.fatal_rule.seconds == 10
-    assert VerifySettings(baseline_seconds=10, canary_seconds=8, period=1, settle_seconds=2).fatal_rule.seconds \
+    assert fatal_rule(short).seconds == 10
+    assert fatal_rule(VerifySection(baseline_seconds=10, canary_seconds=8, period=1, settle_seconds=2)).seconds \
         == 60  # never under one bucket
-    assert VerifySettings(canary_seconds=60, period=1, settle_seconds=2).fatal_rule.seconds == 62
-    assert VerifySettings().fatal_rule.seconds == 300
+    assert fatal_rule(VerifySection(canary_seconds=60, period=1, settle_seconds=2)).seconds == 62
+    assert fatal_rule(VerifySection()).seconds == 300

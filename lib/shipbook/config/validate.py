@@ -123,7 +123,7 @@ def validate(env: Environment, fname: str) -> None:
 
 def _validate_fatal_signature(v: VerifySection, fname: str) -> None:
     """The fatal-signature rule's numbers. A run longer than the logs read after the deploy is shortened to them
-    (`VerifySettings.fatal_rule`), so short test windows keep the default."""
+    (`verify.settings.fatal_rule`), so short test windows keep the default."""
     if v.fatal_signature_per_minute < 0:
         raise ConfigError(fname, "verify.fatal_signature_per_minute", "must not be negative (0 turns the rule off)")
     if v.fatal_signature_bucket_seconds <= 0:

@@ -226,7 +226,6 @@ def convergence_checks(env: Environment, impact: Impact, live: Impact | None, *,
     """
     from shipbook.deploy.health import served_version
     from shipbook.verify import reach  # the verify package loads its whole phase: when used
-    from shipbook.verify import settings as verify_settings
 
     out: list[Check] = []
     if env.app.public_url:
@@ -239,7 +238,7 @@ def convergence_checks(env: Environment, impact: Impact, live: Impact | None, *,
             text = served.text.strip()[:80]
             out.append(Check("verify.version", "pass" if served.status_code == 200 else "warn",
                              f"{env.app.version_path} serves {text!r}"))
-            smoke = reach.smoke(env, served_version(served.text), verify_settings.from_env(env),
+            smoke = reach.smoke(env, served_version(served.text), env.verify,
                                 http_get=http_get or reach.http)
             out.append(Check(smoke.id, smoke.verdict, smoke.summary))
         except requests.RequestException as exc:

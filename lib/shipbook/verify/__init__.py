@@ -11,8 +11,8 @@ from shipbook.verify.decision import HOLD, PROCEED, ROLLBACK, Decision, decide
 from shipbook.verify.judge import FAIL, INCONCLUSIVE, PASS, Judgement, MetricSpec
 from shipbook.verify.metrics import QUERIES, Metrics, Window
 from shipbook.verify.phase import CHECK_IDS, SECTION_3, Verification, Windows, make_windows, start
-from shipbook.verify.settings import SANDBOX, SmokeTest, VerifySettings, from_env
+from shipbook.verify.settings import SANDBOX
 
 __all__ = ["CHECK_IDS", "FAIL", "HOLD", "INCONCLUSIVE", "PASS", "PROCEED", "QUERIES", "ROLLBACK", "SANDBOX",
-           "SECTION_3", "Decision", "Judgement", "MetricSpec", "Metrics", "SmokeTest", "Verification",
-           "VerifySettings", "Window", "Windows", "decide", "from_env", "make_windows", "start"]
+           "SECTION_3", "Decision", "Judgement", "MetricSpec", "Metrics", "Verification",
+           "Window", "Windows", "decide", "make_windows", "start"]

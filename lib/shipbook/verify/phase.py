@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from shipbook import aws, clock, result
 from shipbook.checks import Board, ChecklistRow, CheckResult, CheckView
-from shipbook.config import Environment
+from shipbook.config import Environment, VerifySection
 from shipbook.errors import InputError, ShipbookError
 from shipbook.verify import charts, decision, logs, metrics, monitoring, reach
 from shipbook.verify import judge as judge_mod
@@ -113,7 +113,7 @@ class Windows:
         return pd.DataFrame(rows, columns=["item", "value"])
 
 
-def make_windows(settings: settings_mod.VerifySettings, started: datetime, finished: datetime, source: str,
+def make_windows(settings: VerifySection, started: datetime, finished: datetime, source: str,
                  baseline_end: datetime | None = None) -> Windows:
     """Baseline: the `baseline_seconds` before the deploy started; canary: after it finished and settled."""
     if finished < started:
@@ -129,11 +129,12 @@ class Verification:
 
     def __init__(self, env: Environment, version: str, *, deploy_started: str = "", deploy_finished: str = "",
                  security_issue: str = "", expect_commit: str = "", baseline_end: str = "",
-                 settings: settings_mod.VerifySettings | None = None, now: Clock = clock.utcnow,
+                 settings: VerifySection | None = None, now: Clock = clock.utcnow,
                  sleep: Sleep = time.sleep, report: Reporter = say, phase: str = PHASE, dry_run: bool = False) -> None:
         self.env = env
         self.version = version
-        self.settings = settings or settings_mod.from_env(env)
+        self.settings = settings or env.verify
+        settings_mod.check(self.settings)
         self.security_issue = security_issue
         self.expect_commit = expect_commit
         self.now, self.sleep, self.report = now, sleep, report
@@ -236,7 +237,7 @@ class Verification:
         if self.dry:
             return pd.DataFrame(columns=judge_mod.REASON_COLUMNS)
         m = self._need_metrics()
-        self.judgement = judge_mod.judge(m.baseline.frame, m.canary.frame, self.settings.metric_specs(),
+        self.judgement = judge_mod.judge(m.baseline.frame, m.canary.frame, settings_mod.metric_specs(self.settings),
                                          self.settings.alpha, m.errors)
         self.report(f"judge: {self.judgement.explain()}")
         return self.judgement.reasons()
@@ -268,7 +269,7 @@ class Verification:
         w = self._need_windows()
         res, self.error_cmp = logs.check_error_logs(self.env, w.logs_before, w.logs_after, self.settings.log_filter,
                                                     self.settings.max_log_events, logs_client,
-                                                    rule=self.settings.fatal_rule)
+                                                    rule=settings_mod.fatal_rule(self.settings))
         return self._add(res)
 
     def error_table(self) -> pd.DataFrame:

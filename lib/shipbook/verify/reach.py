@@ -23,9 +23,9 @@ from urllib.parse import urlparse
 import requests
 
 from shipbook.checks import CheckResult, check
-from shipbook.config import Environment
+from shipbook.config import Environment, SmokeTestSection, VerifySection
 from shipbook.deploy.health import join, same_version, served_version
-from shipbook.verify.settings import SmokeTest, VerifySettings
+from shipbook.verify import settings as settings_mod
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _fill(text: str, env: Environment, version: str) -> str:
 
 
 @check(REACHABLE)
-def reachable(env: Environment, version: str, settings: VerifySettings, *, expect_commit: str = "",
+def reachable(env: Environment, version: str, settings: VerifySection, *, expect_commit: str = "",
               http_get: Http = http, tls: TlsProbe = tls_not_after, now: Callable[[], datetime] | None = None
               ) -> CheckResult:
     """The public URL answers (not 5xx), the version endpoint serves `version` (and `expect_commit`), TLS is valid."""
@@ -147,12 +147,12 @@ def reachable(env: Environment, version: str, settings: VerifySettings, *, expec
 
 
 @check(SMOKE)
-def smoke(env: Environment, version: str, settings: VerifySettings, *, http_get: Http = http) -> CheckResult:
+def smoke(env: Environment, version: str, settings: VerifySection, *, http_get: Http = http) -> CheckResult:
     """Each configured smoke test: method, path, expected status and text, with its timing."""
     base = env.app.public_url
     if not base:
         return CheckResult(SMOKE, "skip", "no app.public_url in the environment file: nothing to test")
-    tests: tuple[SmokeTest, ...] = settings.smoke
+    tests: tuple[SmokeTestSection, ...] = settings_mod.smoke_tests(settings)
     if not tests:
         return CheckResult(SMOKE, "skip", "no smoke tests configured ([verify] smoke in the environment file)")
     rows: list[dict] = []
