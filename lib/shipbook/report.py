@@ -321,11 +321,9 @@ def _add_links(env: Environment, items: list[Change], github: GitHub | None) -> 
 
 
 def plans_table(env: Environment, known_issues: str = "", next_release: str = "", lang: str = "ja") -> pd.DataFrame:
-    """既知の問題点 and 次回リリース予定: parameters first, then the environment's `[report]` section if any."""
-    section = getattr(env, "report", None)
-    issues = [s.strip() for s in known_issues.splitlines() if s.strip()] or \
-        list(getattr(section, "known_issues", ()) or ())
-    nxt = next_release or getattr(section, "next_release", "") or i18n.t("report.not_set", lang)
+    """既知の問題点 and 次回リリース予定: parameters first, then the environment's `[report]` section."""
+    issues = [s.strip() for s in known_issues.splitlines() if s.strip()] or list(env.report.known_issues)
+    nxt = next_release or env.report.next_release or i18n.t("report.not_set", lang)
     rows = [(i18n.t("report.known_issues", lang), issue) for issue in issues] or \
         [(i18n.t("report.known_issues", lang), i18n.t("none", lang))]
     rows.append((i18n.t("report.next_release", lang), nxt))
