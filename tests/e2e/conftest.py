@@ -44,12 +44,22 @@ def pytest_collection_modifyitems(items):
 @dataclass
 class Twin:
     """The group's sandbox, started on first use: a test whose first step is `reset(scenario)` gets the
-    twin started in that scenario directly instead of a healthy one stopped again at once."""
+    twin started in that scenario directly instead of a healthy one stopped again at once.
+
+    A reset is a new twin (its app history rebuilt) and gets a new runs directory with it: a phase run on its
+    own takes the commit the version's last run recorded, which a rebuilt history of another scenario does
+    not have ("history rewritten?"), so runs left by the group's earlier tests would make a test depend on
+    which test ran before it."""
 
     root: Path
-    runs: Path
+    base: Path
     env_vars: dict[str, str]
     _sb: Sandbox | None = field(default=None, repr=False)
+    _resets: int = 0
+
+    @property
+    def runs(self) -> Path:
+        return Path(self.env_vars["SHIPBOOK_RUNS_DIR"])
 
     @property
     def sb(self) -> Sandbox:
@@ -76,6 +86,8 @@ class Twin:
                               timeout=timeout)
 
     def reset(self, scenario: str) -> None:
+        self._resets += 1
+        self.env_vars["SHIPBOOK_RUNS_DIR"] = str(self.base / f"runs-{self._resets}")
         if self._sb is None:
             self._sb = Sandbox(self.root)
             self._sb.up(scenario, say=print)
@@ -93,6 +105,6 @@ def twin(tmp_path_factory):
     root = base / ".sandbox"
     env_vars = {**os.environ, "SHIPBOOK_SANDBOX_DIR": str(root), "SHIPBOOK_RUNS_DIR": str(base / "runs")}
     env_vars.pop("AWS_ENDPOINT_URL", None)
-    twin = Twin(root, base / "runs", env_vars)
+    twin = Twin(root, base, env_vars)
     yield twin
     twin.down()
