@@ -47,6 +47,14 @@ PARAMETERS = {"env": "t", "run_id": INCIDENT_ID, "incident_start": "2026-11-21T0
 # ------------------------------------------------------------------ the lab process, as `make lab` starts it
 
 
+def connections(proc: psutil.Process) -> list:
+    """A process's TCP connections; none when it exited since it was listed (a short-lived child)."""
+    try:
+        return proc.net_connections("tcp")
+    except psutil.NoSuchProcess:
+        return []
+
+
 @dataclass
 class Running:
     proc: subprocess.Popen
@@ -214,7 +222,7 @@ def test_lab_opens_at_the_root_and_runs_the_incident_notebook_in_a_kernel(env_di
 
         # the token is required: a real token, not a disabled one; loopback only
         assert requests.get(f"{base}/api/contents/", timeout=10).status_code == 403
-        listening = {c.laddr for p in processes for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        listening = {c.laddr for p in processes for c in connections(p) if c.status == psutil.CONN_LISTEN}
         assert {(a.ip, a.port) for a in listening if a.port == port} == {("127.0.0.1", port)}
 
         # the file browser's root: the project, with notebooks/ and runs/ both reachable
